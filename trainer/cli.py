@@ -96,7 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """Let ``--bbox -1.5,2,3,4`` work: argparse would take the value for an option."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in ("--bbox", "--bands") and token.startswith("-") and "," in token:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         if args.command == "job":
