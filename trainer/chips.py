@@ -17,7 +17,8 @@ from .sources import ChipImage
 from .sources.vector import reproject
 from .tiling import TILE_SIZE, WEB_MERCATOR, Tile
 
-_GTIFF = {"driver": "GTiff", "compress": "deflate", "predictor": 2, "tiled": False}
+# Fast deflate: chips are written on the fetch loop's thread, and level 1 is ~3x quicker than 6.
+_GTIFF = {"driver": "GTiff", "compress": "deflate", "zlevel": 1, "predictor": 2, "tiled": False}
 
 
 def project_labels(polygons_lonlat: list) -> list:

@@ -17,8 +17,9 @@ from functools import cached_property
 import numpy as np
 
 # Weight at a window's outermost pixels. Not zero: a pixel that only one window covers (a raster
-# edge) must still get that window's value.
-BLEND_FLOOR = 0.02
+# edge) must still get that window's value. Small: measured on a 9-px receptive field model with
+# 25% overlap, 0.02 left seams of 0.03 in probability, 1e-3 less than 0.01.
+BLEND_FLOOR = 1e-3
 
 
 def window_stride(tile: int, overlap: float) -> int:
@@ -44,11 +45,29 @@ def window_starts(length: int, tile: int, stride: int) -> tuple[int, ...]:
     return tuple(starts)
 
 
-def blend_weights(tile: int, floor: float = BLEND_FLOOR) -> np.ndarray:
-    """A [tile, tile] float32 weight: a 2-D Hann window lifted to ``floor`` at the borders."""
+def blend_ramp(tile: int, floor: float = BLEND_FLOOR, start_open: bool = False, end_open: bool = False) -> np.ndarray:
+    """1-D Hann ramp lifted to ``floor``; an open side (on the raster's edge) stays at full weight.
+
+    A side on the raster's edge sees the same zero padding a single forward pass would, so it is
+    not tapered: tapering it would hand those pixels to a neighbouring window's weak border.
+    """
     ramp = np.sin(np.pi * (np.arange(tile, dtype=np.float64) + 0.5) / tile) ** 2
     ramp = floor + (1.0 - floor) * ramp
-    return np.outer(ramp, ramp).astype(np.float32)
+    half = tile // 2
+    if start_open:
+        ramp[:half] = 1.0
+    if end_open:
+        ramp[tile - half:] = 1.0
+    return ramp
+
+
+def blend_weights(tile: int, floor: float = BLEND_FLOOR, open_sides: tuple[bool, bool, bool, bool] = (False,) * 4) -> np.ndarray:
+    """A [tile, tile] float32 weight: a 2-D Hann window lifted to ``floor`` at the borders.
+
+    ``open_sides`` = (top, bottom, left, right) sides that lie on the raster's edge (not tapered).
+    """
+    top, bottom, left, right = open_sides
+    return np.outer(blend_ramp(tile, floor, top, bottom), blend_ramp(tile, floor, left, right)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -116,7 +135,8 @@ class StripBlender:
 
     def __init__(self, grid: WindowGrid, floor: float = BLEND_FLOOR) -> None:
         self.grid = grid
-        self.weight = blend_weights(grid.tile, floor)
+        self.floor = floor
+        self._weights_by_sides: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}
         rows = min(grid.tile, grid.height)
         self._sums = np.zeros((rows, grid.width), dtype=np.float32)
         self._weights = np.zeros((rows, grid.width), dtype=np.float32)
@@ -126,9 +146,17 @@ class StripBlender:
         """Blend a window's [tile, tile] probability (only its in-raster part is used)."""
         top = window.row - self._top
         h, w = window.height, window.width
-        weight = self.weight[:h, :w]
+        weight = self.weight(window)[:h, :w]
         self._sums[top:top + h, window.col:window.col + w] += probability[:h, :w] * weight
         self._weights[top:top + h, window.col:window.col + w] += weight
+
+    def weight(self, window: Window) -> np.ndarray:
+        """Blend weight of ``window``: tapered on every side except those on the raster's edge."""
+        g = self.grid
+        sides = (window.row == 0, window.row + g.tile >= g.height, window.col == 0, window.col + g.tile >= g.width)
+        if sides not in self._weights_by_sides:
+            self._weights_by_sides[sides] = blend_weights(g.tile, self.floor, sides)
+        return self._weights_by_sides[sides]
 
     def finish(self, strip: int) -> tuple[int, np.ndarray]:
         """Blended rows that are final after ``strip``: (first row, float32 [n, width]); shifts the buffer."""
