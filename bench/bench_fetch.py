@@ -26,13 +26,18 @@ from servers import TileServer  # noqa: E402
 from trainer.config import FetchConfig  # noqa: E402
 from trainer.fetch import run_fetch  # noqa: E402
 from trainer.progress import NullProgress  # noqa: E402
+from trainer.sources.xyz import XyzSource  # noqa: E402
 from trainer.tiling import Tile  # noqa: E402
 
 KAMPALA = Path(os.environ.get("CAMP_SHARED_DIR", ROOT.parent / "shared")) / "data" / "kampala"
 
 
+def tiles_of(tiles_dir: Path) -> list[Tile]:
+    return sorted(Tile(int(p.parent.name), int(p.stem), 21) for p in (tiles_dir / "21").glob("*/*.png"))
+
+
 def kampala_bbox(tiles_dir: Path) -> tuple[tuple[float, float, float, float], int]:
-    tiles = [Tile(int(p.parent.name), int(p.stem), 21) for p in (tiles_dir / "21").glob("*/*.png")]
+    tiles = tiles_of(tiles_dir)
     nw = Tile(min(t.x for t in tiles), min(t.y for t in tiles), 21).bounds_lonlat
     se = Tile(max(t.x for t in tiles), max(t.y for t in tiles), 21).bounds_lonlat
     eps = 1e-7
@@ -50,6 +55,30 @@ def timed_fetch(server: TileServer, bbox, work: Path, cache: Path, workers: int)
     return seconds, result.chips, server.tile_requests - before
 
 
+def timed_source(server: TileServer, tiles: list[Tile], cache: Path, workers: int) -> tuple[float, int, int]:
+    """Download + decode only (XyzSource.fetch): the network side without chip writing."""
+    before = server.tile_requests
+    start = time.perf_counter()
+    source = XyzSource(server.template, workers=workers, cache_dir=cache)
+    got = sum(o.image is not None for o in source.fetch(tiles))
+    source.close()
+    return time.perf_counter() - start, got, server.tile_requests - before
+
+
+def bench(label: str, timer, delay: float, workers: int, repeat: int, work: Path) -> None:  # noqa: ANN001
+    """Rows for one latency: cold w=1, cold w=N, cached re-run; best of ``repeat``."""
+    names = ("cold, workers=1", f"cold, workers={workers}", "cached re-run")
+    rows = {names[0]: min(timer(work / f"c1-{i}", 1) for i in range(repeat)),
+            names[1]: min(timer(work / f"cN-{i}", workers) for i in range(repeat))}
+    rows[names[2]] = min(timer(work / "cN-0", workers) for _ in range(repeat))
+    ratios = {names[0]: (1.0, ""), names[1]: (rows[names[0]][0] / rows[names[1]][0], "vs workers=1"),
+              names[2]: (rows[names[1]][0] / rows[names[2]][0], "vs cold")}
+    for name, (seconds, chips, requests) in rows.items():
+        ratio, note = ratios[name]
+        print(f"{label:<14} {delay * 1000:>5.0f}ms {name:<18} {seconds:>7.2f} {chips / seconds:>8.1f} "
+              f"{requests:>8} {ratio:>6.2f}x {note}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delays", default="0,0.03", help="per-request latencies in seconds")
@@ -63,31 +92,18 @@ def main() -> int:
     print(f"camp fetch benchmark: {count} real 256x256 PNG tiles (zoom 21), loopback TileServer")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    header = f"{'latency':>8} {'case':<28} {'seconds':>8} {'tiles/s':>8} {'requests':>9} {'ratio':>7}"
+    header = f"{'what':<14} {'latency':>7} {'case':<18} {'seconds':>7} {'tiles/s':>8} {'requests':>8} {'ratio':>7}"
     print(header)
     print("-" * len(header))
+    tiles = tiles_of(KAMPALA / "tiles")
     for delay in (float(d) for d in args.delays.split(",")):
         with tempfile.TemporaryDirectory(prefix="camp-bench-") as tmp, TileServer(KAMPALA / "tiles") as server:
-            work = Path(tmp)
             server.faults.delay_seconds = delay
-            rows = {}
-            for name, workers in (("cold, workers=1", 1), (f"cold, workers={args.workers}", args.workers)):
-                runs = []
-                for i in range(args.repeat):
-                    runs.append(timed_fetch(server, bbox, work, work / f"cache-{name}-{i}", workers))
-                rows[name] = min(runs)
-            warm_cache = work / f"cache-cold, workers={args.workers}-0"
-            rows["cached re-run"] = min(timed_fetch(server, bbox, work, warm_cache, args.workers)
-                                        for _ in range(args.repeat))
-            serial = rows["cold, workers=1"][0]
-            cold = rows[f"cold, workers={args.workers}"][0]
-            ratios = {"cold, workers=1": 1.0, f"cold, workers={args.workers}": serial / cold,
-                      "cached re-run": cold / rows["cached re-run"][0]}
-            for name, (seconds, chips, requests) in rows.items():
-                note = "x vs w=1" if "workers=" in name and name != "cold, workers=1" else (
-                    "x vs cold" if name == "cached re-run" else "")
-                print(f"{delay * 1000:>6.0f}ms {name:<28} {seconds:>8.2f} {chips / seconds:>8.1f} {requests:>9} "
-                      f"{ratios[name]:>6.2f}x {note}")
+            work = Path(tmp)
+            bench("download only", lambda cache, w, s=server: timed_source(s, tiles, cache, w), delay, args.workers,
+                  args.repeat, work / "source")
+            bench("run_fetch", lambda cache, w, s=server, d=work: timed_fetch(s, bbox, d, cache, w), delay, args.workers,
+                  args.repeat, work / "fetch")
     return 0
 
 

@@ -38,6 +38,8 @@ def test_real_map_txt_and_stats(esri_examples: Path, tmp_path: Path):
     tiles = read_classified_tiles(tmp_path)
     assert [c.value for c in tiles.classes] == [1, 2] and tiles.tile_size == (400, 400)
     assert tiles.positive_values == (2,)
+    (tmp_path / "esri_accumulated_stats.json").unlink()
+    assert read_classified_tiles(tmp_path).positive_values == tuple(range(1, 256))
 
 
 def test_positive_rule_names_and_defaults():

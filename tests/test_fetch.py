@@ -17,13 +17,14 @@ from shapely.geometry import box, shape
 from trainer.config import FetchConfig
 from trainer.errors import (
     Cancelled,
+    InputError,
     LabelsError,
     OutputExistsError,
     OverpassError,
     TileFetchError,
     TooManyTilesError,
 )
-from trainer.fetch import preflight, run_fetch
+from trainer.fetch import bbox_lonlat, preflight, run_fetch
 from trainer.progress import NullProgress, RecordingProgress
 from trainer.tiling import Tile, ground_resolution
 
@@ -115,6 +116,7 @@ def test_nodata_pixels_are_masked_in_chips(kampala, tile_server, tmp_path):
     alpha = np.asarray(Image.open(kampala.tiles_dir / f"{tile.z}/{tile.x}/{tile.y}.png"))[..., 3]
     with rasterio.open(tmp_path / "ds" / "chips" / f"{tile.name}.tif") as src:
         np.testing.assert_array_equal(src.dataset_mask() > 0, alpha > 0)
+    assert not list((tmp_path / "ds").rglob("*.msk"))  # the mask is inside the GeoTIFF
     with rasterio.open(tmp_path / "ds" / "labels" / f"{tile.name}.tif") as src:
         assert not src.read(1).any()  # labels='none': negatives only
 
@@ -122,13 +124,18 @@ def test_nodata_pixels_are_masked_in_chips(kampala, tile_server, tmp_path):
 def test_faults_are_retried_counted_and_reported(kampala, tile_server, tmp_path):
     tiles = corner(kampala)
     tile_server.faults.fail_first["*"] = 1
-    garbage = tiles[1]
+    garbage, absent = tiles[1], tiles[2]
     tile_server.faults.garbage.add(f"/{garbage.z}/{garbage.x}/{garbage.y}.png")
-    result = run_fetch(config(kampala, tile_server, tmp_path / "ds", tiles, labels="none"), NullProgress())
-    assert result.chips == 3 and result.failed_tiles == 1
+    tile_server.faults.status[f"/{absent.z}/{absent.x}/{absent.y}.png"] = 404
+    progress = RecordingProgress()
+    result = run_fetch(config(kampala, tile_server, tmp_path / "ds", tiles, labels="none"), progress)
+    assert result.chips == 2 and result.failed_tiles == 1 and result.missing_tiles == 1
     assert any(garbage.name in p and "not a PNG/JPEG/WebP" in p for p in result.problems)
+    assert any(absent.name in p and "HTTP 404" in p for p in result.problems)
+    assert any(garbage.name in line for line in progress.lines)  # reported to the user, not only counted
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
-    assert manifest["failed"][0]["tile"] == garbage.name
+    assert manifest["failed"][0]["tile"] == garbage.name and manifest["missing"][0]["tile"] == absent.name
+    assert sorted(c["name"] for c in manifest["chips"]) == sorted([tiles[0].name, tiles[3].name])
 
 
 def test_all_404_or_all_garbage_is_fatal_and_writes_nothing(kampala, tile_server, tmp_path):
@@ -241,3 +248,18 @@ def test_cancel_then_resume(kampala, tile_server, tmp_path):
     assert all((out / "chips" / name).stat().st_mtime_ns == ns for name, ns in stamps.items())
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["chips"]) == 12 and manifest["counts"]["resumed"] == len(written)
+
+
+def test_bbox_in_another_crs_selects_the_same_tiles(kampala):
+    from trainer.tiling import tiles_for_bbox
+
+    tiles = corner(kampala, 3, 2)
+    lonlat = bbox_of(tiles)
+    west, top = tiles[0].bounds_3857[0], tiles[0].bounds_3857[3]
+    _, south, east, _ = tiles[-1].bounds_3857
+    north, inset = top, 0.001  # metres
+    merc = (west + inset, south + inset, east - inset, north - inset)
+    converted = bbox_lonlat(merc, "EPSG:3857")
+    assert tiles_for_bbox(converted, 21) == tiles_for_bbox(lonlat, 21) == sorted(tiles, key=lambda t: (t.y, t.x))
+    with pytest.raises(InputError, match="unknown bbox CRS 'EPSG:999999'"):
+        bbox_lonlat(merc, "EPSG:999999")

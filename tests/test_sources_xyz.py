@@ -90,12 +90,26 @@ def test_cache_second_pass_makes_no_requests(tile_server, kampala, tmp_path):
         np.testing.assert_array_equal(first[tile].image.rgb, second[tile].image.rgb)
 
 
-def test_retries_after_503_with_retry_after(tile_server, kampala, tmp_path):
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_retries_honour_retry_after(tile_server, kampala, tmp_path, status):
     tile_server.faults.fail_first["*"] = 2
+    tile_server.faults.fail_status = status
+    tile_server.faults.retry_after = "0.4"
     tiles = kampala.tiles[:4]
+    start = time.monotonic()
     outcomes = _fetch_all(XyzSource(tile_server.template, cache_dir=tmp_path, retries=3, backoff=0.01), tiles)
     assert {o.status for o in outcomes.values()} == {"downloaded"}
     assert tile_server.tile_requests == 4 * 3
+    assert time.monotonic() - start >= 0.8  # waited as told twice, not the 0.01 s backoff
+
+
+def test_backoff_without_retry_after(tile_server, kampala, tmp_path):
+    tile_server.faults.fail_first["*"] = 2
+    tile_server.faults.retry_after = ""
+    start = time.monotonic()
+    outcome = next(XyzSource(tile_server.template, cache_dir=tmp_path, backoff=0.2).fetch(kampala.tiles[:1]))
+    assert outcome.status == "downloaded"
+    assert time.monotonic() - start >= 0.2 + 0.4  # exponential: 0.2 s then 0.4 s
 
 
 def test_retries_exhausted_is_a_failed_tile(tile_server, kampala, tmp_path):

@@ -1,7 +1,7 @@
 """ArcGIS "Classified Tiles" training data, read and write.
 
-The layout is what ArcGIS Pro's *Export Training Data For Deep Learning* writes (see the real
-files described in docs/ARCHITECTURE.md): ``images/NNNNNNNNN.tif``, ``labels/NNNNNNNNN.tif``
+The layout is what ArcGIS Pro's *Export Training Data For Deep Learning* writes (the tests read
+real ArcGIS files): ``images/NNNNNNNNN.tif``, ``labels/NNNNNNNNN.tif``
 (single band, class values, 0 = NoData/unlabelled), ``map.txt`` (lines
 ``images\\000000001.tif  labels\\000000001.tif `` with CRLF endings, in any order),
 ``esri_accumulated_stats.json`` (``"key" : value`` JSON) and ``stats.txt``.
@@ -15,8 +15,8 @@ every ``ClassValue`` > 0 listed in the stats file, except
   of all labelled pixels: an export that digitised the background as a class (the real example
   has class 1 in all 3382 images with 98% of the pixels, and buildings as class 2).
 
-Without a stats file every value > 0 is positive. We write one class, value 1, named after what
-it marks; background stays 0 (NoData), as arcgis.learn expects.
+Without a stats file (or one listing no classes) every value > 0 is positive. We write one
+class, value 1, named after what it marks; background stays 0 (NoData), as arcgis.learn expects.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .fileio import write_text
 MAP_FILE = "map.txt"
 STATS_FILE = "esri_accumulated_stats.json"
 STATS_TEXT = "stats.txt"
+ANY_CLASS = tuple(range(1, 256))  # no stats file: every class value > 0 is positive
 BACKGROUND_NAMES = frozenset({"background", "bg", "nodata", "no data", "unlabelled", "unlabeled", "other"})
 
 
@@ -67,8 +68,8 @@ class ClassifiedTiles:
         return None
 
     @property
-    def positive_values(self) -> tuple[int, ...] | None:
-        return positive_values(self.stats) if self.stats else None
+    def positive_values(self) -> tuple[int, ...]:
+        return positive_values(self.stats) if self.stats.get("Classes") else ANY_CLASS
 
 
 def read_map(path: Path) -> list[tuple[Path, Path]]:

@@ -132,9 +132,9 @@ def preflight(imagery: str, labels: str, overpass_url: str, timeout: float = 10.
     Overpass query, or a check that the local files exist.
     """
     _check_tile_source(imagery, tile or Tile(0, 0, 0), timeout)
-    if labels == "overpass":
+    if labels.lower() == "overpass":
         _check_overpass(overpass_url, timeout)
-    elif labels != "none" and not Path(labels).expanduser().exists():
+    elif labels.lower() != "none" and not Path(labels).expanduser().exists():
         raise LabelsError(f"labels file {labels} does not exist; give a GeoJSON/GeoPackage/Shapefile, "
                           "'overpass' or 'none'")
 
@@ -166,9 +166,9 @@ def dataset_state(out: Path) -> str | None:
 
 def load_labels(config: FetchConfig, bbox: BBox, progress: Progress) -> list:
     """Label polygons in lon/lat for ``bbox`` from Overpass, a vector file, or none."""
-    if config.labels == "none":
+    if config.labels.lower() == "none":
         return []
-    if config.labels == "overpass":
+    if config.labels.lower() == "overpass":
         from .sources.overpass import fetch_osm_polygons
 
         polygons = fetch_osm_polygons(config.overpass_url, config.osm_filter, bbox, timeout=config.timeout,
@@ -199,7 +199,7 @@ def _check_imagery(config: FetchConfig, tiles: list[Tile]) -> None:
     from .sources.xyz import XyzSource
 
     source = XyzSource(config.imagery, cache_dir=config.cache_dir)
-    uncached = next((t for t in tiles if not source._cache_path(t).is_file()), None)
+    uncached = next((t for t in tiles if not source.is_cached(t)), None)
     if uncached is not None:
         _check_tile_source(config.imagery, uncached, config.timeout)
 

@@ -184,13 +184,15 @@ def _subprocess_report(python: str) -> dict[str, Any]:
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(core_root()), env.get("PYTHONPATH", "")]))
-    done = subprocess.run([python, "-m", "trainer", "env", "--json"], capture_output=True, text=True,
-                          env=env, timeout=300, check=False)
     try:
+        done = subprocess.run([python, "-m", "trainer", "env", "--json"], capture_output=True, text=True,
+                              env=env, timeout=300, check=False)
         return json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        problem = str(exc)
     except json.JSONDecodeError:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return {"cuda_available": False, "notes": [f"{python} -m trainer env failed: {' | '.join(tail)}"]}
+        problem = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+    return {"cuda_available": False, "notes": [f"{python} -m trainer env failed: {problem}"]}
 
 
 def gpu_problem(plan: Plan) -> str | None:

@@ -105,8 +105,10 @@ def _parse(response: Any, url: str) -> dict[str, Any]:
 def fetch_osm_polygons(url: str, osm_filter: str, bbox: BBox, *, timeout: float = 60.0, retries: int = 4,
                        backoff: float = 1.0) -> list:
     """Polygons (lon/lat shapely geometries) of OSM features matching ``osm_filter`` in ``bbox``."""
-    query = build_query(osm_filter, bbox, timeout=max(25, int(timeout)))
-    payload = query_overpass(url, query, timeout=timeout, retries=retries, backoff=backoff)
+    server_timeout = max(25, int(timeout))
+    query = build_query(osm_filter, bbox, timeout=server_timeout)
+    # Give the server its whole [timeout:N] budget plus transfer time before giving up on it.
+    payload = query_overpass(url, query, timeout=server_timeout + 15, retries=retries, backoff=backoff)
     return elements_to_polygons(payload.get("elements", []))
 
 

@@ -178,6 +178,9 @@ class XyzSource:
         self._store(tile, data)
         return TileOutcome(tile, "downloaded", image)
 
+    def is_cached(self, tile: Tile) -> bool:
+        return self.cache is not None and self._cache_path(tile).is_file()
+
     def _cache_path(self, tile: Tile) -> Path:
         assert self.cache is not None
         return self.cache / str(tile.z) / str(tile.x) / f"{tile.y}.tile"
