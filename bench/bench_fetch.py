@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,8 @@ def timed_source(server: TileServer, tiles: list[Tile], cache: Path, workers: in
     return time.perf_counter() - start, got, server.tile_requests - before
 
 
-def bench(label: str, timer, delay: float, workers: int, repeat: int, work: Path) -> None:  # noqa: ANN001
+def bench(label: str, timer: Callable[[Path, int], tuple[float, int, int]], delay: float, workers: int,
+          repeat: int, work: Path) -> None:
     """Rows for one latency: cold w=1, cold w=N, cached re-run; best of ``repeat``."""
     names = ("cold, workers=1", f"cold, workers={workers}", "cached re-run")
     rows = {names[0]: min(timer(work / f"c1-{i}", 1) for i in range(repeat)),

@@ -282,6 +282,13 @@ class DetectAlgorithm(CampAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.COUNT, "Footprint count"))
         self.addOutput(QgsProcessingOutputNumber(self.AREA, "Footprint area (m²)"))
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802, ANN001, ANN201
+        # A file parameter rejects folders, but a run folder is the natural MODEL: check its card instead.
+        model = parameters.get(self.MODEL)
+        if isinstance(model, str) and Path(model).expanduser().is_dir():
+            parameters = {**parameters, self.MODEL: str(Path(model).expanduser() / "model_card.json")}
+        return super().checkParameterValues(parameters, context)
+
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802, ANN001
         try:
             self._model = resolve_model(self.parameterAsString(parameters, self.MODEL, context))

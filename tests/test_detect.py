@@ -317,3 +317,30 @@ def test_small_raster_is_padded(standin_run: Path, tmp_path: Path) -> None:
     probability = read_probability(r.probability)
     assert probability.shape == (40, 50) and probability.count() == 2000
     assert STANDIN_TILE > 50
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 300])
+def test_footprints_traced_in_blocks_equal_the_whole_mask(block: int) -> None:
+    """Pieces cut by block edges are merged back: same polygons as tracing the mask at once."""
+    import shapely
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    from trainer.vectorize import FootprintCollector
+
+    rng = np.random.default_rng(3)
+    mask = (rng.random((120, 90)) > 0.55).astype(np.uint8)  # speckle: many shapes, holes, long snakes
+    probability = rng.random(mask.shape).astype(np.float32)
+    transform = Affine(0.5, 0, 600000, 0, -0.5, 40000)
+    collector = FootprintCollector(transform, CRS.from_epsg(32636), mask.shape[0])
+    for row in range(0, mask.shape[0], block):
+        collector.add(row, mask[row:row + block], probability[row:row + block])
+    found = collector.finish()
+    whole = [shape(g) for g, v in shapes(mask, mask=mask == 1, transform=transform, connectivity=4) if v == 1]
+    assert found.count == len(whole)
+    assert shapely.unary_union(found.geometries).symmetric_difference(shapely.unary_union(whole)).area < 1e-6
+    np.testing.assert_allclose(sorted(found.area_m2), sorted(g.area for g in whole), rtol=1e-3)  # UTM: ~true m2
+    assert found.mean_probability.min() >= 0 and found.mean_probability.max() <= 1
+    assert abs(np.average(found.mean_probability, weights=found.area_m2) - probability[mask == 1].mean()) < 1e-3

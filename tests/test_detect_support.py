@@ -70,7 +70,6 @@ def kampala_mosaic(kampala, path: Path, crop: tuple[int, int, int, int] | None =
 
     ``crop`` = (row, col, height, width) keeps a pixel window of the full mosaic.
     """
-    import rasterio
     from PIL import Image
 
     from trainer.tiling import TILE_SIZE, Tile

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -26,6 +27,12 @@ import pytest
 pytestmark = pytest.mark.sample_data
 
 AGREEMENT = 0.97
+
+
+if os.environ.get("TOOLBOX_DEBUG_RUN"):  # DEBUG-ONLY, remove
+    @pytest.fixture(scope="session")
+    def trained_run():
+        return Path(os.environ["TOOLBOX_DEBUG_RUN"])
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import rasterio
 import shapely
 from pyproj import Transformer
 from servers import OverpassServer, TileServer
-from shapely.geometry import box, shape
+from shapely.geometry import shape
 
 from trainer.config import FetchConfig
 from trainer.errors import (
@@ -29,7 +29,7 @@ from trainer.progress import NullProgress, RecordingProgress
 from trainer.tiling import Tile, ground_resolution
 
 pytestmark = pytest.mark.sample_data
-TO_LONLAT = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
+TO_MERCATOR = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
 
 
 def bbox_of(tiles) -> tuple[float, float, float, float]:
@@ -51,17 +51,24 @@ def config(kampala, server, out: Path, tiles=None, **kw) -> FetchConfig:
                        imagery=server.template, out=out, **kw)
 
 
-def reference_mask(tile: Tile, polygons_lonlat: list) -> np.ndarray:
-    """Independent of trainer.chips: pixel centres -> lon/lat with pyproj, point-in-polygon with shapely."""
+def to_mercator(polygons_lonlat: list) -> list:
+    return [shapely.transform(p, lambda xy: np.column_stack(TO_MERCATOR.transform(xy[:, 0], xy[:, 1])))
+            for p in polygons_lonlat]
+
+
+def reference_mask(tile: Tile, polygons_3857: list) -> np.ndarray:
+    """Independent of trainer.chips (no GDAL rasterize): is each pixel centre inside a footprint?"""
     inside = np.zeros((256, 256), dtype=bool)
-    near = [p for p in polygons_lonlat if p.intersects(box(*tile.bounds_lonlat))]
-    if not near:
-        return inside
     t = tile.transform()
-    cols, rows = np.meshgrid(np.arange(256) + 0.5, np.arange(256) + 0.5)
-    lon, lat = TO_LONLAT.transform(t.c + cols * t.a, t.f + rows * t.e)
-    for polygon in near:
-        inside |= shapely.contains_xy(polygon, lon, lat)
+    for polygon in polygons_3857:
+        minx, miny, maxx, maxy = polygon.bounds
+        # Only the pixels under the polygon's bounding box need the point-in-polygon test.
+        c0, c1 = max(0, int((minx - t.c) / t.a)), min(256, int((maxx - t.c) / t.a) + 1)
+        r0, r1 = max(0, int((maxy - t.f) / t.e)), min(256, int((miny - t.f) / t.e) + 1)
+        if c0 >= c1 or r0 >= r1:
+            continue
+        cols, rows = np.meshgrid(np.arange(c0, c1) + 0.5, np.arange(r0, r1) + 0.5)
+        inside[r0:r1, c0:c1] |= shapely.contains_xy(polygon, t.c + cols * t.a, t.f + rows * t.e)
     return inside
 
 
@@ -81,6 +88,7 @@ def test_fetch_block_over_http_then_cached(kampala, tile_server, overpass_server
     assert manifest["counts"]["chips"] == 96 and manifest["config"]["zoom"] == 21 and manifest["version"]
     labels = [shape(f["geometry"]) for f in json.loads((out / "labels.geojson").read_text())["features"]]
     assert len(labels) == result.label_polygons > 100
+    footprints = to_mercator(labels)
 
     predicted = reference = inter = 0
     for chip in manifest["chips"]:
@@ -93,7 +101,7 @@ def test_fetch_block_over_http_then_cached(kampala, tile_server, overpass_server
             mask = msk.read(1)
         assert set(np.unique(mask)) <= {0, 1}
         assert chip["label_fraction"] == pytest.approx(mask.mean(), abs=1e-6)
-        expected = reference_mask(tile, labels)
+        expected = reference_mask(tile, footprints)
         predicted += int(mask.sum())
         reference += int(expected.sum())
         inter += int((expected & (mask > 0)).sum())

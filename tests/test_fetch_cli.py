@@ -71,3 +71,36 @@ def test_help_does_not_import_torch(args):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
     assert "--imagery" in proc.stdout or "fetch" in proc.stdout
+
+
+@pytest.mark.sample_data
+def test_interrupt_out_of_process_then_resume(kampala, tile_server, tmp_path):
+    """Cancel as QGIS/ArcGIS do (SIGINT to the job's process group), then complete with resume."""
+    import rasterio
+
+    from trainer.config import FetchConfig
+    from trainer.fetch import run_fetch
+    from trainer.progress import NullProgress
+    from trainer.runner import run_job_subprocess
+    from trainer.tiling import Tile
+
+    tile_server.faults.delay_seconds = 0.3  # one tile at a time, ~4 s for 12: time to interrupt
+    x0, y0 = min(t.x for t in kampala.tiles), min(t.y for t in kampala.tiles)
+    west, _, _, north = Tile(x0, y0, 21).bounds_lonlat
+    _, south, east, _ = Tile(x0 + 3, y0 + 2, 21).bounds_lonlat
+    out = tmp_path / "ds"
+    config = FetchConfig(bbox=(west + 1e-7, south + 1e-7, east - 1e-7, north - 1e-7), zoom=kampala.zoom,
+                         imagery=tile_server.template, out=out, labels=str(kampala.labels), workers=1,
+                         cache_dir=tmp_path / "cache")
+    outcome = run_job_subprocess("fetch", config.to_dict(),
+                                 is_cancelled=lambda: len(list((out / "chips").glob("*.tif"))) >= 2)
+    assert outcome.cancelled and outcome.returncode == 130 and not outcome.ok
+    chips = sorted((out / "chips").glob("*.tif"))
+    assert 2 <= len(chips) < 12 and not (out / "manifest.json").exists()
+    for path in chips:
+        with rasterio.open(path) as src:
+            assert src.read().shape == (3, 256, 256)
+        assert (out / "labels" / path.name).is_file()
+    tile_server.faults.delay_seconds = 0
+    result = run_fetch(config.replace(resume=True, workers=8), NullProgress())
+    assert result.chips == 12 and result.resumed_chips >= len(chips)

@@ -32,6 +32,9 @@ if str(ROOT) not in sys.path:  # camp_plugin is not pip-installed: import it fro
     sys.path.insert(0, str(ROOT))
 MERCATOR = QgsCoordinateReferenceSystem("EPSG:3857")
 LONLAT = QgsCoordinateReferenceSystem("EPSG:4326")
+# Debian's /usr/bin/qgis_process wrapper adds QGIS_OPTS from /etc/default/qgis ('--noversioncheck', meant
+# for the desktop app), which qgis_process rejects; the binary it wraps takes the same arguments.
+QGIS_PROCESS = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
 
 
 def wait_for(task, timeout: float = 300.0) -> None:
@@ -209,7 +212,7 @@ def test_detect_with_a_model_that_fails_to_load(dock, qgis_iface, kampala_geotif
     assert task is not None
     wait_for(task)
     message = qgis_iface.messageBar().get_messages(Qgis.Critical)[-1]
-    assert message.startswith("Detection failed:") and "broken.onnx" in message
+    assert "Detection failed:" in message and "broken.onnx" in message
     assert "Traceback" not in message and "unexpected error" not in message
     assert set(QgsProject.instance().mapLayers()) == before
     assert not (tmp_path / "d" / "probability.tif").exists()
@@ -220,7 +223,7 @@ def test_detect_with_a_model_that_fails_to_load(dock, qgis_iface, kampala_geotif
 @pytest.fixture
 def qgis_profile(tmp_path) -> dict[str, str]:
     """A fresh QGIS profile with this checkout linked as a plugin and enabled; env for qgis_process."""
-    if shutil.which("qgis_process") is None:
+    if QGIS_PROCESS is None:
         pytest.skip("qgis_process is not installed (apt-get install qgis)")
     config = tmp_path / "qgis-config"
     profile = config / "profiles" / "default"
@@ -235,12 +238,12 @@ def qgis_profile(tmp_path) -> dict[str, str]:
 
 
 def test_qgis_process_lists_and_runs_detect(qgis_app, qgis_profile, kampala_geotiff, trained_run, tmp_path):
-    listing = subprocess.run(["qgis_process", "list"], env=qgis_profile, capture_output=True, text=True, timeout=120)
+    listing = subprocess.run([QGIS_PROCESS, "list"], env=qgis_profile, capture_output=True, text=True, timeout=120)
     assert "camp:detect" in listing.stdout, listing.stdout[-2000:] + listing.stderr[-2000:]
     for algorithm in ("camp:fetch", "camp:train", "camp:evaluate"):
         assert algorithm in listing.stdout
     out = tmp_path / "headless"
-    proc = subprocess.run(["qgis_process", "run", "camp:detect", "--",
+    proc = subprocess.run([QGIS_PROCESS, "run", "camp:detect", "--",
                            f"MODEL={trained_run}", f"IMAGERY={kampala_geotiff}", f"OUTPUT_FOLDER={out}"],
                           env=qgis_profile, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

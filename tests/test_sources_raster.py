@@ -101,3 +101,27 @@ def test_bad_rasters(tmp_path):
         dst.write(np.zeros((1, 4, 4), dtype="float32"))
     with pytest.raises(InputError, match="float32, expected 8-bit"):
         RasterSource(path)
+
+
+def test_window_edges_nodata_and_grey(tmp_path):
+    tile = Tile(1238448, 1046528, 21)
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(plain, "w", driver="GTiff", width=256, height=256, count=3, dtype="uint8",
+                       crs="EPSG:3857", transform=tile.transform()) as dst:
+        dst.write(np.full((3, 256, 256), 77, np.uint8))
+    left, bottom, right, top = tile.bounds_3857
+    shifted = (left + (right - left) / 2, bottom, right + (right - left) / 2, top)  # half off the east edge
+    with RasterSource(plain) as source:
+        chip = source.read_window_3857(shifted, 256, 256)
+    assert chip.valid[:, :127].all() and not chip.valid[:, 129:].any()
+    assert (chip.rgb[:, :, :127] == 77).all()
+    grey = tmp_path / "grey.tif"
+    values = np.full((1, 256, 256), 50, np.uint8)
+    values[:, :, :10] = 0
+    with rasterio.open(grey, "w", driver="GTiff", width=256, height=256, count=1, dtype="uint8",
+                       crs="EPSG:3857", transform=tile.transform(), nodata=0) as dst:
+        dst.write(values)
+    with RasterSource(grey) as source:
+        chip = source.read_tile(tile)
+    assert chip.rgb.shape == (3, 256, 256) and (chip.rgb[:, :, 20:] == 50).all()
+    np.testing.assert_array_equal(chip.valid, values[0] > 0)

@@ -33,6 +33,7 @@ BLOCK_TILES = (4, 2, 1)  # block edge lengths (in chips) tried by the spatial sp
 MIN_CHIPS = 3  # one each for training, validation and test
 BRIGHTNESS = 0.1  # +- shift on the 0-1 scale
 CONTRAST = 0.2  # +- relative contrast change
+MERCATOR_HALF_WORLD = 20037508.342789244  # metres from the EPSG:3857 origin to the world's edge
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,10 @@ def chip_location(sample: Any) -> tuple[int, int] | None:
     width, height = right - left, top - bottom
     if width <= 0 or height <= 0:
         return None
-    # Row grows southwards like XYZ rows; the centre avoids edge rounding between neighbours.
-    return (math.floor((left + right) / 2 / width), math.floor(-(top + bottom) / 2 / height))
+    # Counted from the Web Mercator origin (north-west corner) so EPSG:3857 chips get their XYZ
+    # column/row; the centre avoids edge rounding between neighbours.
+    return (math.floor(((left + right) / 2 + MERCATOR_HALF_WORLD) / width),
+            math.floor((MERCATOR_HALF_WORLD - (top + bottom) / 2) / height))
 
 
 def split_samples(samples: Sequence[Any], val_fraction: float, test_fraction: float, seed: int,

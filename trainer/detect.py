@@ -310,72 +310,96 @@ def _zoom_for(config: DetectConfig, card: ModelCard) -> int:
     return zoom
 
 
+@dataclass
+class _Input:
+    """The opened imagery: dataset, bands, the --bbox window of it and its grid (the output grid)."""
+
+    src: Any
+    bands: list[int]
+    window: Any
+    grid: Grid
+    ground_resolution_m: float
+    info: dict[str, Any]
+
+
+def _open_input(config: DetectConfig, card: ModelCard, work: Path, stack: ExitStack, progress: Progress,
+                timings: dict[str, float]) -> _Input:
+    """Open the raster, or fetch the XYZ extent into a mosaic first; check bands, CRS and bbox."""
+    from .tiling import is_tile_template
+
+    if is_tile_template(config.imagery):
+        t0 = time.perf_counter()
+        zoom = _zoom_for(config, card)
+        path = work / "mosaic.tif"
+        tiles = _xyz_mosaic(config, zoom, path, progress)
+        timings["fetch"] = time.perf_counter() - t0
+        name = config.imagery
+        info: dict[str, Any] = {"imagery": config.imagery, "kind": "xyz", "zoom": zoom, "tiles": tiles}
+    else:
+        path = Path(config.imagery).expanduser()
+        name = str(path)
+        info = {"imagery": name, "kind": "raster"}
+    info.update(bbox=list(config.bbox) if config.bbox else None, bbox_crs=config.bbox_crs)
+    src = _open_raster(path, stack)
+    bands = _select_bands(src, config, card, name)
+    window = _bbox_window(src, config, name)
+    grid = Grid(src.crs, src.window_transform(window), int(window.width), int(window.height))
+    resolution = ground_resolution(grid)
+    info.update(bands=bands, dtype=src.dtypes[bands[0] - 1], ground_resolution_m=resolution)
+    return _Input(src, bands, window, grid, resolution, info)
+
+
 def run_detect(config: DetectConfig, progress: Progress) -> DetectResult:
     """Run the model over ``config.imagery`` and write the detect folder ``config.out``."""
     from .predictor import load_predictor
     from .tiling import is_tile_template
 
     started = time.perf_counter()
-    timings: dict[str, float] = {}
     _check_out(config)
     predictor = load_predictor(config.model, config.backend, config.device)
     card = predictor.card
     threshold = config.threshold if config.threshold is not None else card.threshold
-    timings["load_model"] = time.perf_counter() - started
-    is_xyz = is_tile_template(config.imagery)
+    timings = {"load_model": time.perf_counter() - started}
+    fetch_share = 0.2 if is_tile_template(config.imagery) else 0.0
     with staged_dir(config.out) as stage, ExitStack() as stack:
         work = stage / ".work"
         work.mkdir()
-        if is_xyz:
-            t0 = time.perf_counter()
-            zoom = _zoom_for(config, card)
-            image_path = work / "mosaic.tif"
-            tiles = _xyz_mosaic(config, zoom, image_path, SubProgress(progress, 0.0, 0.2, "fetch: "))
-            timings["fetch"] = time.perf_counter() - t0
-            input_info: dict[str, Any] = {"imagery": config.imagery, "kind": "xyz", "zoom": zoom, "tiles": tiles,
-                                          "bbox": list(config.bbox or ()), "bbox_crs": config.bbox_crs}
-            infer_progress = SubProgress(progress, 0.2, 0.9, "detect: ")
-        else:
-            image_path = Path(config.imagery).expanduser()
-            input_info = {"imagery": str(image_path), "kind": "raster",
-                          "bbox": list(config.bbox) if config.bbox else None, "bbox_crs": config.bbox_crs}
-            infer_progress = SubProgress(progress, 0.0, 0.9, "detect: ")
-        name = config.imagery if is_xyz else str(image_path)
-        src = _open_raster(image_path, stack)
-        bands = _select_bands(src, config, card, name)
-        window = _bbox_window(src, config, name)
-        out_grid = Grid(src.crs, src.window_transform(window), int(window.width), int(window.height))
-        input_res = ground_resolution(out_grid)
-        input_info.update(bands=bands, dtype=src.dtypes[bands[0] - 1], ground_resolution_m=input_res)
+        source = _open_input(config, card, work, stack, SubProgress(progress, 0.0, fetch_share, "fetch: "), timings)
+        grid = source.grid
         resample = bool(config.resample and card.resolution_m
-                        and abs(input_res / card.resolution_m - 1) > RESAMPLE_TOLERANCE)
-        writer_args = (config.probability_dtype, threshold)
-        footprints = FootprintCollector(out_grid.transform, out_grid.crs, out_grid.height, config.min_area_m2,
-                                        config.simplify_m, input_res / abs(out_grid.transform.a))
+                        and abs(source.ground_resolution_m / card.resolution_m - 1) > RESAMPLE_TOLERANCE)
+        footprints = FootprintCollector(grid.transform, grid.crs, grid.height, config.min_area_m2, config.simplify_m,
+                                        source.ground_resolution_m / abs(grid.transform.a))
+
+        def new_writer() -> OutputWriter:
+            writer = OutputWriter(work, grid, config.probability_dtype, threshold, footprints)
+            stack.callback(writer.close)  # on error or cancel too; closing twice is harmless
+            return writer
+
         if resample:
-            reader, work_grid = _resampled_reader(src, stack, out_grid, input_res / card.resolution_m, bands)
-            sink = _FloatSink(work / "work_probability.tif", work_grid)
+            reader, work_grid = _resampled_reader(source, stack, source.ground_resolution_m / card.resolution_m)
+            sink: Any = _FloatSink(work / "work_probability.tif", work_grid)
+            stack.callback(sink.close)
         else:
-            reader = StripReader(src, int(window.row_off), int(window.col_off), out_grid.width, bands, None)
-            work_grid = out_grid
-            sink = OutputWriter(work, out_grid, *writer_args, footprints)
-        reader.scale = _value_scale(src, bands)
+            reader = StripReader(source.src, int(source.window.row_off), int(source.window.col_off), grid.width,
+                                 source.bands, None)
+            work_grid, sink = grid, new_writer()
+        reader.scale = _value_scale(source.src, source.bands)
         t0 = time.perf_counter()
-        stage_times = _infer(predictor, reader, work_grid, sink, config, infer_progress)
+        timings.update(_infer(predictor, reader, work_grid, sink, config,
+                              SubProgress(progress, fetch_share, 0.9, "detect: ")))
         sink.close()
-        timings.update(stage_times)
         timings["infer_total"] = time.perf_counter() - t0
+        writer = sink
         if resample:
             t0 = time.perf_counter()
-            writer = OutputWriter(work, out_grid, *writer_args, footprints)
-            _resample_back(sink.path, out_grid, writer, progress)
+            writer = new_writer()
+            _resample_back(sink.path, grid, writer, progress)
             writer.close()
             timings["resample_back"] = time.perf_counter() - t0
-        else:
-            writer = sink
         t0 = time.perf_counter()
         found = footprints.finish()
-        write_footprints(stage / "footprints.gpkg", found, out_grid.crs)
+        write_footprints(stage / "footprints.gpkg", found, grid.crs)
         timings["vectorize"] = time.perf_counter() - t0
         progress.report(0.95, "writing Cloud Optimized GeoTIFFs")
         t0 = time.perf_counter()
@@ -385,30 +409,37 @@ def run_detect(config: DetectConfig, progress: Progress) -> DetectResult:
         stack.close()
         _remove_tree(work)
         timings["total"] = time.perf_counter() - started
-        grid = out_grid.to_dict(input_res)
-        summary = {
-            "footprints": found.count, "total_area_m2": round(found.total_area_m2, 3),
-            "pixels": {"total": out_grid.width * out_grid.height, "valid": writer.valid_pixels,
-                       "positive": writer.positive_pixels},
-            "threshold": threshold,
-            "model": {"name": card.name, "source": str(predictor.source), "tile_size": card.tile_size,
-                      "resolution_m": card.resolution_m, "zoom": card.zoom, "card_threshold": card.threshold},
-            "backend": predictor.backend, "device": predictor.device,
-            "input": input_info, "grid": grid,
-            "work_grid": {**work_grid.to_dict(card.resolution_m if resample else input_res), "resampled": resample},
-            "windows": {"tile": card.tile_size, "overlap": config.overlap, "count": WindowGrid(
-                work_grid.height, work_grid.width, card.tile_size, config.overlap).count,
-                "batch_size": config.batch_size},
-            "probability_encoding": ("uint8: probability = value / 255, 255 = nodata" if config.probability_dtype == "uint8"
-                                     else "float32: probability 0-1, -1 = nodata"),
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        }
+        timings = {k: round(v, 3) for k, v in timings.items()}
+        summary = _summary(config, predictor, threshold, source, work_grid, resample, writer, found, timings)
         write_json(stage / "summary.json", summary)
     progress.report(1.0, f"{found.count} footprints")
     out = config.out
     return DetectResult(out, out / "probability.tif", out / "mask.tif", out / "footprints.gpkg", out / "summary.json",
                         found.count, found.total_area_m2, writer.valid_pixels, writer.positive_pixels, threshold,
-                        predictor.backend, predictor.device, grid, {k: round(v, 3) for k, v in timings.items()})
+                        predictor.backend, predictor.device, summary["grid"], timings)
+
+
+def _summary(config: DetectConfig, predictor: Any, threshold: float, source: _Input, work_grid: Grid,
+             resample: bool, writer: OutputWriter, found: Any, timings: dict[str, float]) -> dict[str, Any]:
+    card = predictor.card
+    grid = source.grid
+    return {
+        "footprints": found.count, "total_area_m2": round(found.total_area_m2, 3),
+        "pixels": {"total": grid.width * grid.height, "valid": writer.valid_pixels,
+                   "positive": writer.positive_pixels},
+        "threshold": threshold,
+        "model": {"name": card.name, "source": str(predictor.source), "tile_size": card.tile_size,
+                  "resolution_m": card.resolution_m, "zoom": card.zoom, "card_threshold": card.threshold},
+        "backend": predictor.backend, "device": predictor.device,
+        "input": source.info, "grid": grid.to_dict(source.ground_resolution_m),
+        "work_grid": {**work_grid.to_dict(card.resolution_m if resample else source.ground_resolution_m),
+                      "resampled": resample},
+        "windows": {"tile": card.tile_size, "overlap": config.overlap, "batch_size": config.batch_size,
+                    "count": WindowGrid(work_grid.height, work_grid.width, card.tile_size, config.overlap).count},
+        "probability_encoding": ("uint8: probability = value / 255, 255 = nodata" if config.probability_dtype == "uint8"
+                                 else "float32: probability 0-1, -1 = nodata"),
+        "timings_s": timings,
+    }
 
 
 def _remove_tree(path: Path) -> None:
@@ -458,24 +489,24 @@ def _infer(predictor: Any, reader: StripReader, grid: Grid, sink: Any, config: D
 
 # ---------------------------------------------------------------- resampling to the model's resolution
 
-def _resampled_reader(src: Any, stack: ExitStack, out_grid: Grid, factor: float,
-                      bands: list[int]) -> tuple[StripReader, Grid]:
+def _resampled_reader(source: _Input, stack: ExitStack, factor: float) -> tuple[StripReader, Grid]:
     """A reader on a grid over the same extent at the model's resolution (``factor`` = input/model
     ground resolution: < 1 means the input is finer than the model's and is coarsened)."""
     from affine import Affine
     from rasterio.enums import MaskFlags, Resampling
     from rasterio.vrt import WarpedVRT
 
+    src, out_grid = source.src, source.grid
     width = max(1, round(out_grid.width * factor))
     height = max(1, round(out_grid.height * factor))
     transform = out_grid.transform @ Affine.scale(out_grid.width / width, out_grid.height / height)
     work_grid = Grid(out_grid.crs, transform, width, height)
     # Without nodata/alpha/mask in the source, an alpha band marks pixels outside it.
-    has_mask = MaskFlags.all_valid not in src.mask_flag_enums[bands[0] - 1]
+    has_mask = MaskFlags.all_valid not in src.mask_flag_enums[source.bands[0] - 1]
     vrt = stack.enter_context(WarpedVRT(
         src, crs=src.crs, transform=transform, width=width, height=height,
         resampling=Resampling.average if factor < 1 else Resampling.bilinear, add_alpha=not has_mask))
-    return StripReader(vrt, 0, 0, width, bands, None), work_grid
+    return StripReader(vrt, 0, 0, width, source.bands, None), work_grid
 
 
 class _FloatSink:

@@ -80,6 +80,11 @@ class TrainResult:
 
 # ---------------------------------------------------------------- callbacks
 
+class _CancelRequested(Exception):
+    """Raised inside fit() to leave it at once: unlike ``trainer.should_stop`` it runs no final
+    validation and writes no checkpoint, so last.ckpt stays at the last complete epoch."""
+
+
 class ProgressCallback(Callback):
     """Maps batches to ``progress.report`` (with loss/IoU) and turns cancel into a clean stop."""
 
@@ -87,7 +92,6 @@ class ProgressCallback(Callback):
         self.progress = progress
         self.max_epochs = max_epochs
         self.interrupted = False  # set by the signal handler
-        self.cancelled = False
         self.last_val = ""
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
@@ -101,8 +105,7 @@ class ProgressCallback(Callback):
         # Every process must agree to stop, or DDP would wait forever for the one that stopped.
         wanted = self.interrupted or self.progress.cancelled()
         if trainer.strategy.reduce_boolean_decision(wanted, all=False):
-            self.cancelled = True
-            trainer.should_stop = True
+            raise _CancelRequested
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -190,7 +193,9 @@ def _start_tracking(config: TrainConfig, resuming: bool) -> Tracker:
     check_reachable(target)
     tracker = Tracker(target, config.experiment)
     state = _mlflow_state(config.out) if resuming else {}
-    tracker.start(config.out.name, state.get("run_id") if state.get("tracking_uri") == target.uri else None)
+    run_id = state.get("run_id") if state.get("tracking_uri") == target.uri else None
+    # Under `mlflow run` (MLproject) the project's run is the one to fill in.
+    tracker.start(config.out.name, run_id or os.environ.get("MLFLOW_RUN_ID"))
     return tracker
 
 
@@ -252,17 +257,18 @@ def _train(config: TrainConfig, progress: Progress, tracker: Tracker | None, res
         max_time={"minutes": config.max_minutes} if config.max_minutes else None,
         callbacks=callbacks, logger=tracker.logger() if tracker else False, default_root_dir=config.out,
         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1, deterministic=False)
-    with _stop_on_signals(progress_cb):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=str(config.out / "checkpoints" / "last.ckpt")
-                    if resuming else None)
-    if progress_cb.cancelled:
-        trainer.save_checkpoint(checkpoints / "last.ckpt")
-        raise Cancelled(f"training cancelled at epoch {trainer.current_epoch + 1}; the last checkpoint is in "
-                        f"{checkpoints / 'last.ckpt'}: run again with --resume to continue")
+    last = checkpoints / "last.ckpt"
+    try:
+        with _stop_on_signals(progress_cb):
+            trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
+    except _CancelRequested:
+        kept = (f"the last complete epoch is saved in {last}: run again with --resume to continue"
+                if last.is_file() else "no epoch had completed, so there is nothing to resume from")
+        raise Cancelled(f"training cancelled in epoch {trainer.current_epoch + 1}; {kept}") from None
     if not trainer.is_global_zero:
         return TrainResult(run_dir=config.out, epochs=trainer.current_epoch)
     assert tracker is not None
-    best = checkpoint_cb.best_model_path or str(checkpoints / "last.ckpt")
+    best = checkpoint_cb.best_model_path or str(last)
     progress.log(f"best checkpoint: {best} ({config.monitor} {float(checkpoint_cb.best_model_score or 0):.4f})")
     return _finish(config, progress, tracker, datamodule, best, trainer.current_epoch, started)
 

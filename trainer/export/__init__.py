@@ -117,7 +117,8 @@ def run_export(config: ExportConfig, progress: Progress) -> ExportResult:
     formats = set(config.formats)
     if "dlpk" in formats and not (folder / FILE_NAMES["pt"]).is_file():
         formats.add("pt")
-    if "stac" in formats and not any((folder / FILE_NAMES[k]).is_file() for k in ("pt", "onnx", "pth", "dlpk")):
+    models = ("pt", "onnx", "pth", "dlpk")
+    if "stac" in formats and not any(k in formats or (folder / FILE_NAMES[k]).is_file() for k in models):
         formats.add("pth")
     added = sorted(formats - set(config.formats))
     if added:

@@ -364,12 +364,25 @@ def _schema_errors(item: dict[str, Any], schemas: dict[str, dict[str, Any]]) -> 
         try:
             check()
         except STACValidationError as exc:
-            best = jsonschema.exceptions.best_match(exc.source or [])
-            where = "/".join(str(p) for p in best.absolute_path) if best is not None else ""
-            message = best.message if best is not None else str(exc)
+            best = _deepest(jsonschema.exceptions.best_match(exc.source or []))
+            if best is None:
+                errors.append(f"{name}: {exc}")
+                continue
+            where = "/".join(str(p) for p in best.absolute_path) or "(item)"
             # Messages of oneOf/anyOf failures quote the whole instance: keep them readable.
-            errors.append(f"{name}: {where or '(item)'}: {_shorten(message)}")
+            errors.append(f"{name}: {where}: {_shorten(best.message)}")
     return errors
+
+
+def _deepest(error: Any) -> Any:
+    """The failure behind an anyOf/oneOf error: its sub-error deepest in the item.
+
+    A failed anyOf names the whole item as the culprit; the sub-error with the longest path
+    (e.g. assets/model-onnx/file:checksum) is what the user has to fix.
+    """
+    while error is not None and error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
 
 
 def validate_item(item: Path | str | dict[str, Any], schema_dir: Path | None = None) -> list[str]:

@@ -18,6 +18,7 @@ from .. import __version__
 
 if TYPE_CHECKING:
     import numpy as np
+    import requests
 
 REPOSITORY_URL = "https://github.com/camp-mapper/camp-mapper"
 # Tile and Overpass operators ask clients to identify themselves honestly (OSM tile usage policy).
@@ -40,7 +41,7 @@ class ChipImage:
         return bool(self.valid.any())
 
 
-def new_session(workers: int = 8):  # noqa: ANN201 - requests is imported lazily
+def new_session(workers: int = 8) -> requests.Session:
     """A requests.Session with our User-Agent and a connection pool sized for ``workers`` threads."""
     import requests
     from requests.adapters import HTTPAdapter

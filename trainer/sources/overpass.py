@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import BBox
 from ..errors import OverpassError
 from . import OFFLINE_EXAMPLE, new_session, retry_delay
+
+if TYPE_CHECKING:
+    import requests
+    from shapely.geometry.base import BaseGeometry
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 _SIMPLE_FILTER = re.compile(r"^\s*([\w:.-]+)\s*(?:(!?=|~)\s*(.+?))?\s*$")
@@ -59,7 +63,7 @@ def offline_hint(url: str) -> str:
 
 
 def query_overpass(url: str, query: str, *, timeout: float = 60.0, retries: int = 4, backoff: float = 1.0,
-                   session=None) -> dict[str, Any]:  # noqa: ANN001
+                   session: requests.Session | None = None) -> dict[str, Any]:
     """POST ``query``; retry 429/5xx with backoff; raise :class:`OverpassError` on any failure."""
     import requests
 
@@ -131,7 +135,7 @@ def _coords(points: list[dict[str, float] | None]) -> list[tuple[float, float]]:
     return [(p["lon"], p["lat"]) for p in points if p]
 
 
-def _way_polygon(points: list[dict[str, float]]):  # noqa: ANN202
+def _way_polygon(points: list[dict[str, float]]) -> BaseGeometry | None:
     from shapely.geometry import Polygon
 
     coords = _coords(points)
@@ -142,7 +146,7 @@ def _way_polygon(points: list[dict[str, float]]):  # noqa: ANN202
     return Polygon(coords)
 
 
-def _relation_polygon(members: list[dict[str, Any]]):  # noqa: ANN202
+def _relation_polygon(members: list[dict[str, Any]]) -> BaseGeometry | None:
     outer = _rings([m for m in members if m.get("type") == "way" and m.get("role", "outer") in ("outer", "")])
     inner = _rings([m for m in members if m.get("type") == "way" and m.get("role") == "inner"])
     if outer is None:
@@ -150,7 +154,7 @@ def _relation_polygon(members: list[dict[str, Any]]):  # noqa: ANN202
     return outer.difference(inner) if inner is not None else outer
 
 
-def _rings(ways: list[dict[str, Any]]):  # noqa: ANN202
+def _rings(ways: list[dict[str, Any]]) -> BaseGeometry | None:
     """Union of the polygons formed by joining the member ways end to end."""
     from shapely import make_valid, unary_union
     from shapely.geometry import LineString
@@ -166,7 +170,7 @@ def _rings(ways: list[dict[str, Any]]):  # noqa: ANN202
     return unary_union(pieces)
 
 
-def _polygonal_parts(geom) -> list:  # noqa: ANN001
+def _polygonal_parts(geom: BaseGeometry) -> list:
     """Polygon parts of a geometry after make_valid (which may return a GeometryCollection)."""
     from shapely import make_valid
 

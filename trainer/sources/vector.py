@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..config import BBox
 from ..errors import LabelsError
 
@@ -69,7 +71,5 @@ def reproject(geoms: list, src: str, dst: str) -> list:
     return [shapely.transform(g, lambda xy: _stack(transformer.transform(xy[:, 0], xy[:, 1]))) for g in geoms]
 
 
-def _stack(xy: tuple):  # noqa: ANN202
-    import numpy as np
-
+def _stack(xy: tuple) -> np.ndarray:
     return np.column_stack(xy)

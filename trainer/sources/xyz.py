@@ -21,13 +21,16 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from ..errors import TileFetchError
 from ..tiling import TILE_SIZE, Tile, format_tile_url
 from . import OFFLINE_EXAMPLE, ChipImage, new_session, retry_delay
+
+if TYPE_CHECKING:
+    import requests
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Give up after this many tiles failed to connect while none succeeded: the server is down.
@@ -92,7 +95,8 @@ class XyzSource:
     """Reads tiles of one template. Thread-safe; ``fetch`` runs ``workers`` downloads at a time."""
 
     def __init__(self, template: str, *, workers: int = 8, retries: int = 4, timeout: float = 30.0,
-                 cache_dir: Path | None = None, backoff: float = 0.5, session=None) -> None:  # noqa: ANN001
+                 cache_dir: Path | None = None, backoff: float = 0.5,
+                 session: requests.Session | None = None) -> None:
         self.template = template
         self.workers = workers
         self.retries = retries
@@ -106,7 +110,7 @@ class XyzSource:
         self._session_lock = threading.Lock()
 
     @property
-    def session(self):  # noqa: ANN201
+    def session(self) -> requests.Session:
         with self._session_lock:
             if self._session is None:
                 self._session = new_session(self.workers)
@@ -202,30 +206,30 @@ class XyzSource:
         """Yield one outcome per tile as downloads complete, at most ``workers`` in flight.
 
         Raises :class:`TileFetchError` early when the server is unreachable. Closing the iterator
-        (e.g. on cancel) drops the tiles not yet started.
+        (e.g. on cancel) drops the tiles not yet started and returns without waiting for the
+        downloads under way (they finish in the background; a cache write is atomic).
         """
         pending_tiles = iter(tiles)
         connect_failures = successes = 0
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="camp-tile") as pool:
-            in_flight: set[Future[TileOutcome]] = set()
-            try:
-                while True:
-                    # Keep the queue short so a cancel stops quickly and memory stays bounded.
-                    while len(in_flight) < 2 * self.workers:
-                        tile = next(pending_tiles, None)
-                        if tile is None:
-                            break
-                        in_flight.add(pool.submit(self.read_tile, tile))
-                    if not in_flight:
-                        return
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        outcome = future.result()
-                        successes += outcome.image is not None or outcome.status == "missing"
-                        connect_failures += outcome.unreachable
-                        if connect_failures >= UNREACHABLE_AFTER and not successes:
-                            raise TileFetchError(offline_hint(self.template))
-                        yield outcome
-            finally:
-                for future in in_flight:
-                    future.cancel()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="camp-tile")
+        in_flight: set[Future[TileOutcome]] = set()
+        try:
+            while True:
+                # Keep the queue short so a cancel stops quickly and memory stays bounded.
+                while len(in_flight) < 2 * self.workers:
+                    tile = next(pending_tiles, None)
+                    if tile is None:
+                        break
+                    in_flight.add(pool.submit(self.read_tile, tile))
+                if not in_flight:
+                    return
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()
+                    successes += outcome.image is not None or outcome.status == "missing"
+                    connect_failures += outcome.unreachable
+                    if connect_failures >= UNREACHABLE_AFTER and not successes:
+                        raise TileFetchError(offline_hint(self.template))
+                    yield outcome
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
