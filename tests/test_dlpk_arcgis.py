@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -27,20 +26,16 @@ import pytest
 pytestmark = pytest.mark.sample_data
 
 AGREEMENT = 0.97
-
-
-if os.environ.get("TOOLBOX_DEBUG_RUN"):  # DEBUG-ONLY, remove
-    @pytest.fixture(scope="session")
-    def trained_run():
-        return Path(os.environ["TOOLBOX_DEBUG_RUN"])
+CROP = (300, 700, 1100, 1500)  # row, col, height, width in the 2048 x 3072 px mosaic
 
 
 @pytest.fixture(scope="module")
 def mosaic(kampala, tmp_path_factory) -> Path:
-    """The 96 Kampala tiles as one EPSG:3857 GeoTIFF (3 x 2048 x 3072 px, zoom 21)."""
+    """A 1100 x 1500 px window of the Kampala zoom-21 mosaic (EPSG:3857 GeoTIFF). Its size is no
+    multiple of any block size, so the last row and column of blocks reach past the edge."""
     from test_detect_support import kampala_mosaic
 
-    return kampala_mosaic(kampala, tmp_path_factory.mktemp("dlpk-arcgis") / "kampala.tif")
+    return kampala_mosaic(kampala, tmp_path_factory.mktemp("dlpk-arcgis") / "kampala.tif", crop=CROP)
 
 
 @pytest.fixture(scope="module")

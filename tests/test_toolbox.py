@@ -82,12 +82,6 @@ def positions(arcpy):
     return [args[0] for name, args in arcpy.calls if name == "SetProgressorPosition"]
 
 
-if os.environ.get("TOOLBOX_DEBUG_RUN"):  # DEBUG-ONLY, remove
-    @pytest.fixture(scope="session")
-    def trained_run():
-        return Path(os.environ["TOOLBOX_DEBUG_RUN"])
-
-
 @pytest.fixture(scope="module")
 def mosaic(kampala, tmp_path_factory) -> Path:
     from test_detect_support import kampala_mosaic

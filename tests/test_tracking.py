@@ -134,6 +134,8 @@ def test_default_store_lives_beside_the_run_folder_not_in_the_working_directory(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     assert resolve_target(None, tmp_path / "x").uri == "http://tracking.example:5000"
     assert resolve_target("sqlite:///elsewhere.db", tmp_path / "x").uri == "sqlite:///elsewhere.db"
+    explicit = resolve_target(f"sqlite:///{tmp_path / 'db' / 'x.db'}", tmp_path / "x")
+    assert explicit.artifact_location == (tmp_path / "db" / "mlartifacts").as_uri()  # not ./mlruns
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
     # A run that fails (diverging loss) is still tracked, in the embedded store, and marked FAILED.

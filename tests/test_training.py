@@ -127,7 +127,8 @@ def test_kampala_model_finds_buildings_well_above_chance(trained_run):
     assert metrics["test"]["miou"] >= metrics["test_at_0.5"]["miou"] - 0.05
 
     # The exported ONNX reproduces the recorded test IoU on the same test chips.
-    dm = CampDataModule(card.training["dataset"]["data"], seed=7, split="spatial", log=lambda m: None)
+    dm = CampDataModule(card.training["dataset"]["data"], seed=7, split="spatial",
+                        downsample=card.training["dataset"]["downsample"], log=lambda m: None)
     dm.setup()
     assert dm.mean == card.mean
     session = ort.InferenceSession(str(trained_run / "best_model.onnx"), providers=["CPUExecutionProvider"])

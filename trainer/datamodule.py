@@ -154,6 +154,17 @@ def decode_samples(samples: Sequence[Any], positive_values: Sequence[int] | None
     return images, masks
 
 
+def shrink(images: torch.Tensor, masks: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chips and masks ``factor`` times smaller: area-averaged pixels, masks by majority."""
+    import torch.nn.functional as F
+
+    small_images, small_masks = [], []
+    for image_chunk, mask_chunk in zip(images.split(256), masks.split(256), strict=True):
+        small_images.append(F.avg_pool2d(image_chunk.float(), factor).round().to(torch.uint8))
+        small_masks.append((F.avg_pool2d(mask_chunk.float(), factor) >= 0.5).to(torch.uint8))
+    return torch.cat(small_images), torch.cat(small_masks)
+
+
 def band_statistics(images: torch.Tensor, indices: Sequence[int]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-band mean and std of 0-1 pixels over ``images[indices]`` (float64 sums, chunked)."""
     bands = images.shape[1]
@@ -220,7 +231,7 @@ class CampDataModule(L.LightningDataModule):
 
     def __init__(self, data: Path, batch_size: int = 8, val_fraction: float = 0.15, test_fraction: float = 0.15,
                  seed: int = 42, split: str = "spatial", augment: bool = True, num_workers: int = 0,
-                 size_multiple: int = 1, log: Callable[[str], None] = print) -> None:
+                 size_multiple: int = 1, downsample: int = 1, log: Callable[[str], None] = print) -> None:
         super().__init__()
         self.data = Path(data)
         self.batch_size = batch_size
@@ -231,6 +242,7 @@ class CampDataModule(L.LightningDataModule):
         self.augment = augment
         self.num_workers = num_workers
         self.size_multiple = size_multiple
+        self.downsample = downsample
         self.log_message = log
         self.dataset: Any = None
         self.split: Split | None = None
@@ -249,9 +261,12 @@ class CampDataModule(L.LightningDataModule):
         split = split_samples(samples, self.val_fraction, self.test_fraction, self.seed, self.split_mode,
                               self.log_message)
         images, masks = decode_samples(samples, self.dataset.positive_values)
+        if self.downsample > 1:
+            images, masks = shrink(images, masks, self.downsample)
         height, width = images.shape[-2:]
         if height % self.size_multiple or width % self.size_multiple:
-            raise DatasetError(f"chips are {height}x{width} pixels; this U-Net needs multiples of "
+            shrunk = f" after --downsample {self.downsample}" if self.downsample > 1 else ""
+            raise DatasetError(f"chips are {height}x{width} pixels{shrunk}; this U-Net needs multiples of "
                                f"{self.size_multiple} (2**depth): lower --depth or fetch chips of 256x256")
         self.images, self.masks, self.split = images, masks, split
         self.mean, self.std = band_statistics(images, split.train)
@@ -265,7 +280,7 @@ class CampDataModule(L.LightningDataModule):
         assert self.split is not None, "call setup() first"
         train = torch.as_tensor(self.split.train)
         return {"data": str(self.data), "chips": int(self.images.shape[0]),
-                "chip_size": [int(v) for v in self.images.shape[-2:]],
+                "chip_size": [int(v) for v in self.images.shape[-2:]], "downsample": self.downsample,
                 "split": self.split.to_dict(),
                 "positive_fraction_train": round(float(self.masks[train].float().mean()), 6),
                 "mean": list(self.mean), "std": list(self.std)}

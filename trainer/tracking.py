@@ -2,7 +2,7 @@
 
 Where: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else an embedded store beside the run
 folder (``sqlite:///RUN_PARENT/mlflow.db`` with artifacts in ``RUN_PARENT/mlartifacts``), never the
-current directory (MLflow's own default). A remote server is probed before training starts, so a
+current directory (MLflow's own default). Any sqlite store keeps artifacts beside its database. A remote server is probed before training starts, so a
 typo in the URI costs seconds, not a training run.
 
 What: parameters (config, dataset facts, system), per-epoch train/val metrics (through Lightning's
@@ -39,13 +39,27 @@ class TrackingTarget:
         return urlparse(self.uri).scheme in ("http", "https")
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (four slashes: absolute; three: relative)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    name = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if name in ("", ":memory:") else Path(name)
+
+
 def resolve_target(tracking_uri: str | None, run_dir: Path) -> TrackingTarget:
-    """The tracking URI for a run (see the module docstring for the order)."""
+    """The tracking URI for a run (see the module docstring for the order).
+
+    A sqlite store keeps new experiments' artifacts in ``mlartifacts`` beside its database file:
+    MLflow's own default for it is ``./mlruns`` in whatever the current directory happens to be.
+    """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
+    if not uri:
+        uri = f"sqlite:///{Path(run_dir).expanduser().resolve().parent / 'mlflow.db'}"
+    database = _sqlite_file(uri)
+    if database is None:
         return TrackingTarget(uri)
-    base = Path(run_dir).expanduser().resolve().parent
-    return TrackingTarget(f"sqlite:///{base / 'mlflow.db'}", (base / "mlartifacts").as_uri())
+    return TrackingTarget(uri, (database.resolve().parent / "mlartifacts").as_uri())
 
 
 def check_reachable(target: TrackingTarget, timeout: float = 5.0) -> None:
@@ -64,8 +78,9 @@ def check_reachable(target: TrackingTarget, timeout: float = 5.0) -> None:
                 "or leave both unset to track in a local sqlite store beside the run folder") from None
         return
     parsed = urlparse(target.uri)
-    if parsed.scheme == "sqlite":
-        folder = Path(parsed.path[1:] if parsed.path.startswith("//") else parsed.path).parent
+    database = _sqlite_file(target.uri)
+    if database is not None:
+        folder = database.parent
     elif parsed.scheme in ("", "file"):
         folder = Path(parsed.path)
     else:

@@ -232,7 +232,7 @@ def _train(config: TrainConfig, progress: Progress, tracker: Tracker | None, res
     progress.report(0.0, "reading chips")
     datamodule = CampDataModule(config.data, config.batch_size, config.val_fraction, config.test_fraction,
                                 config.seed, config.split, config.augment, config.num_workers,
-                                size_multiple(architecture), log=progress.log)
+                                size_multiple(architecture), config.downsample, log=progress.log)
     datamodule.setup()
     check_cancelled(progress)
     checkpoints = config.out / "checkpoints"
@@ -288,10 +288,13 @@ def _finish(config: TrainConfig, progress: Progress, tracker: Tracker, datamodul
     check_cancelled(progress)
     seconds = time.monotonic() - started
     dataset = datamodule.dataset
+    # Shrunk chips: the model saw coarser ground pixels, one XYZ zoom level less per halving.
+    resolution = dataset.resolution_m * config.downsample if dataset.resolution_m else None
+    zoom = dataset.zoom - (config.downsample.bit_length() - 1) if dataset.zoom is not None else None
     card = ModelCard(
         name=config.out.name or "camp-unet", architecture=architecture_of(config), mean=datamodule.mean,
-        std=datamodule.std, tile_size=datamodule.tile_size, threshold=threshold, resolution_m=dataset.resolution_m,
-        zoom=dataset.zoom, bbox=tuple(dataset.bbox_lonlat) if dataset.bbox_lonlat else None, metrics=test_metrics,
+        std=datamodule.std, tile_size=datamodule.tile_size, threshold=threshold, resolution_m=resolution,
+        zoom=zoom, bbox=tuple(dataset.bbox_lonlat) if dataset.bbox_lonlat else None, metrics=test_metrics,
         training={"hyperparameters": _hyperparameters(config), "dataset": datamodule.stats(), "system": system_info(),
                   "accelerator": "cuda" if device == "cuda" else "amd64", "epochs": epochs,
                   "seconds": round(seconds, 1), "mlflow_run_id": tracker.run_id},
@@ -328,7 +331,8 @@ def _finish(config: TrainConfig, progress: Progress, tracker: Tracker, datamodul
 
 
 def _hyperparameters(config: TrainConfig) -> dict[str, Any]:
-    keys = ("epochs", "batch_size", "lr", "weight_decay", "base_channels", "depth", "loss", "augment", "split",
+    keys = ("epochs", "batch_size", "lr", "weight_decay", "base_channels", "depth", "loss", "augment", "downsample",
+            "split",
             "val_fraction", "test_fraction", "seed", "devices", "num_nodes", "strategy", "early_stopping")
     return {k: getattr(config, k) for k in keys} | {"precision": resolve_precision(config)}
 

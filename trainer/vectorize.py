@@ -3,8 +3,8 @@
 Detect hands over finished rows block by block (it never holds the whole mask), so polygons are
 traced per block with ``rasterio.features.shapes``; pieces that touch a block's top or bottom
 edge may continue in the neighbouring block and are merged at the end (4-connected, as shapes
-traces them). Areas are geodesic (pyproj.Geod on lon/lat), so they are true square metres in any
-CRS, including Web Mercator, whose nominal square metres are 1/cos^2(lat) too large.
+traces them). Areas are measured on the WGS84 ellipsoid, so they are true square metres in any
+CRS, including Web Mercator, whose nominal square metres are about 1/cos^2(lat) too large.
 """
 
 from __future__ import annotations
@@ -130,18 +130,31 @@ class FootprintCollector:
 
 
 def ground_areas(geometries: list[Any], crs: Any) -> np.ndarray:
-    """Geodesic area in m2 of each polygon given in ``crs``."""
+    """True ground area in m2 of each polygon given in ``crs`` (any CRS).
+
+    Planar area times the local areal scale at the polygon's centroid, measured on the WGS84
+    ellipsoid: two small steps along the CRS axes are measured with Geod.inv and their
+    parallelogram gives ground m2 per CRS unit^2. Footprints are small, so the scale is constant
+    across one; everything is vectorised over all polygons (thousands per second).
+    """
     import shapely
     from pyproj import Geod, Transformer
 
-    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    geoms = np.asarray(geometries, dtype=object)
+    if not len(geoms):
+        return np.zeros(0)
+    to_lonlat = Transformer.from_crs(crs.to_wkt() if hasattr(crs, "to_wkt") else crs, "EPSG:4326", always_xy=True)
+    area = shapely.area(geoms)
+    x, y = shapely.get_coordinates(shapely.centroid(geoms)).T
+    step = np.maximum(np.sqrt(area) / 10, 1e-9)
+    lon0, lat0 = to_lonlat.transform(x, y)
+    lon1, lat1 = to_lonlat.transform(x + step, y)
+    lon2, lat2 = to_lonlat.transform(x, y + step)
     geod = Geod(ellps="WGS84")
-
-    def project(coords: np.ndarray) -> np.ndarray:
-        x, y = to_lonlat.transform(coords[:, 0], coords[:, 1])
-        return np.column_stack([x, y])
-
-    return np.array([abs(geod.geometry_area_perimeter(shapely.transform(g, project))[0]) for g in geometries])
+    az1, _, d1 = geod.inv(lon0, lat0, lon1, lat1)
+    az2, _, d2 = geod.inv(lon0, lat0, lon2, lat2)
+    scale = np.asarray(d1) * np.asarray(d2) * np.abs(np.sin(np.radians(np.asarray(az1) - np.asarray(az2)))) / step**2
+    return area * scale
 
 
 def write_footprints(path: Path, footprints: Footprints, crs: Any) -> None:

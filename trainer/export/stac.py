@@ -217,8 +217,10 @@ def build_stac_item(run_dir: Path, card: ModelCard) -> dict[str, Any]:
         "bands": _bands(card),
         "gsd": card.resolution_m,
         "processing:software": {"camp-trainer": __version__, "torch": torch.__version__},
-        "processing:lineage": ("chips from XYZ imagery at zoom "
-                               f"{card.zoom}, labels rasterised from polygons; trained with camp train"),
+        "processing:lineage": (f"{card.tile_size} px chips"
+                               + (f" on the zoom {card.zoom} Web Mercator tile grid" if card.zoom else "")
+                               + " with label masks rasterised from polygons; trained with camp train "
+                               "(details in model_card.json)"),
         "camp:threshold": float(card.threshold),
         "camp:tile_size": card.tile_size,
         "camp:zoom": card.zoom,
