@@ -18,7 +18,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import QgsDockWidget, QgsExtentGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, pyqtSlot
 from qgis.PyQt.QtGui import QFont, QIcon
 from qgis.PyQt.QtWidgets import (
     QComboBox,
@@ -83,9 +83,14 @@ class JobPanel(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.bar.setValue(0)
-        task.progressChanged.connect(lambda value: self.bar.setValue(int(value)))
+        # Bound slots of this widget: Qt drops the connections if the dock is deleted first.
+        task.progressChanged.connect(self.set_progress)
         task.message.connect(self.status.setText)
         self.cancel_button.clicked.connect(task.cancel)
+
+    @pyqtSlot(float)
+    def set_progress(self, value: float) -> None:
+        self.bar.setValue(int(value))
 
     def idle(self, text: str) -> None:
         self.run_button.setEnabled(True)
@@ -133,6 +138,7 @@ class CampDock(QgsDockWidget):
         area = QScrollArea()
         area.setWidgetResizable(True)
         area.setFrameShape(QScrollArea.NoFrame)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         area.setWidget(widget)
         return area
 
@@ -431,9 +437,10 @@ class CampDock(QgsDockWidget):
         return self._start("detect", task)
 
     def shutdown(self) -> None:
-        """Cancel running jobs when the plugin unloads (their tasks end on their own)."""
+        """Cancel running jobs when the plugin unloads; their results no longer reach this dock."""
         for task in self.tasks.values():
             try:
+                task.detach()
                 task.cancel()
             except RuntimeError:
                 pass  # already finished and deleted by the task manager

@@ -54,22 +54,27 @@ class JobRunner:
 
 
 def resolve_runner(settings: CampSettings | None = None) -> JobRunner:
-    """Pick the interpreter from the settings; explain what to do when none can run jobs."""
+    """Pick the interpreter from the settings; explain what to do when none can run jobs.
+
+    "auto" prefers a configured Python (out of process: a crash there cannot take QGIS down, and
+    its PROJ/GDAL wheels never meet QGIS's own in one process), then QGIS's Python if it has the
+    packages.
+    """
     settings = settings or CampSettings.load()
-    missing = missing_in_process_modules()
-    if settings.execution == "in_process" or (settings.execution == "auto" and not missing):
-        if missing:
+    if settings.execution == "subprocess" or (settings.execution == "auto" and settings.python):
+        if not settings.python:
             raise DependencyError(
-                f"QGIS's Python lacks {', '.join(missing)}, so jobs cannot run in process. In Camp Mapper "
-                "Settings choose 'Run jobs in: a separate Python' and set its path, or install the packages "
-                "(Settings > Check environment shows the pip command).")
-        return JobRunner(None)
-    if not settings.python:
+                "jobs are set to run in a separate Python, but none is configured: open Camp Mapper "
+                "Settings, set 'Python for jobs' (e.g. a venv's bin/python) and click Check environment; "
+                "or set CAMP_PYTHON for qgis_process")
+        return JobRunner(settings.python)
+    missing = missing_in_process_modules()
+    if missing:
         raise DependencyError(
-            f"QGIS's Python lacks {', '.join(missing) or 'the ML packages'} and no separate Python is "
-            "configured. Open Camp Mapper Settings, set 'Python for jobs' to a Python with torch "
+            f"QGIS's Python lacks {', '.join(missing)}, so jobs cannot run inside QGIS and no separate Python "
+            "is configured. Open Camp Mapper Settings, set 'Python for jobs' to a Python with torch "
             "(e.g. a venv's bin/python) and click Check environment; or set CAMP_PYTHON for qgis_process.")
-    return JobRunner(settings.python)
+    return JobRunner(None)
 
 
 def check_interpreter(python: str | None, timeout: float = 120.0) -> dict[str, Any]:

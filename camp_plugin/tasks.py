@@ -74,6 +74,10 @@ class CampTask(QgsTask):
         self.outcome = TaskOutcome("success", result=result, log=tuple(self.progress.log_lines))
         return True
 
+    def detach(self) -> None:
+        """Forget the completion callback (its widgets are going away)."""
+        self._on_done = None
+
     def cancel(self) -> None:
         self._log(f"{self.description()}: cancel requested")
         super().cancel()

@@ -115,7 +115,7 @@ def export_labels(layer: QgsVectorLayer, extent: QgsRectangle, extent_crs: QgsCo
     options.ct = QgsCoordinateTransform(layer.crs(), layer_export.crs(layer_export.LONLAT), context)
     options.filterExtent = layer_export.transform_extent(extent, extent_crs, layer.crs())
     path.parent.mkdir(parents=True, exist_ok=True)
-    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV2(layer, str(path), context, options)
+    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), context, options)
     if error != QgsVectorFileWriter.NoError:
         raise InputError(f"cannot export the labels layer '{layer.name()}': {message}")
     return path

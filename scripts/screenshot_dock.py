@@ -94,10 +94,16 @@ def _shoot(args: argparse.Namespace) -> int:
 
     dock = CampDock(Iface(), parent=window)
     window.addDockWidget(Qt.RightDockWidgetArea, dock)
-    window.resize(1400, 860)
+    window.resize(1500, 900)
+    window.resizeDocks([dock], [620], Qt.Horizontal)
     window.show()
     extent = imagery.extent() if not args.detections else load_extent(args.detections)
+    for _ in range(20):  # the layer tree bridge sets its own extent on the first layer: override it after
+        app.processEvents()
+        time.sleep(0.02)
     canvas.setExtent(extent)
+    canvas.refresh()
+    dock.train_labels.setLayer(None)
     dock.train_imagery.setLayer(imagery)
     dock.detect_imagery.setLayer(imagery)
     dock.show_tab(args.tab)

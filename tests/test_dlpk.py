@@ -165,6 +165,13 @@ def test_parameters_configuration_and_raster_info(segmenter_class, package: Path
         assert (config["tx"], config["ty"], config["padding"]) == (tx, ty, padding)
         assert config["extractBands"] == (0, 1, 2) and config["fixedTileSize"] == 1
         assert config["dataRange"] == (0, 255) and config["inputMask"] is False
+    import torch
+
+    for device, expected in [(-1, "cpu"), ("", "cpu"), (0, "cuda" if torch.cuda.is_available() else "cpu")]:
+        other = segmenter_class()  # ArcGIS passes device -1 (or "") for CPU, a GPU id otherwise
+        other.initialize(model=str(package / "model.emd"), device=device)
+        assert other.device.type == expected
+        assert next(iter(other.model.parameters())).device.type == expected
     with pytest.raises(ValueError, match="padding must be from 0 to 127"):
         function.getConfiguration(padding=128, batch_size=1, threshold=0.5)
     info = function.updateRasterInfo(raster_info={"bandCount": 3, "pixelType": "u1"},

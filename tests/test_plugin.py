@@ -165,18 +165,23 @@ def test_labels_layer_must_be_polygons(qgis_app, tmp_path):
                       tmp_path / "l.geojson")
 
 
-def test_no_python_configured_explains_the_fix(qgis_app, monkeypatch):
+def test_runner_choice_and_its_messages(qgis_app, monkeypatch):
     from camp_plugin import execution
     from camp_plugin.settings import CampSettings
     from trainer.errors import DependencyError
 
     monkeypatch.setattr(execution, "missing_in_process_modules", lambda: ["torch"])
-    with pytest.raises(DependencyError, match="Python for jobs"):
+    with pytest.raises(DependencyError, match="QGIS's Python lacks torch.*set 'Python for jobs'"):
         execution.resolve_runner(CampSettings(execution="auto"))
+    with pytest.raises(DependencyError, match="none is configured"):
+        execution.resolve_runner(CampSettings(execution="subprocess"))
+    with pytest.raises(DependencyError, match="lacks torch"):
+        execution.resolve_runner(CampSettings(execution="in_process", python="/opt/venv/bin/python"))
     runner = execution.resolve_runner(CampSettings(python="/opt/venv/bin/python"))
     assert runner.python == "/opt/venv/bin/python" and not runner.in_process
-    with pytest.raises(DependencyError, match="lacks torch"):
-        execution.resolve_runner(CampSettings(execution="in_process"))
+    monkeypatch.setattr(execution, "missing_in_process_modules", lambda: [])
+    assert execution.resolve_runner(CampSettings(execution="auto")).in_process
+    assert execution.resolve_runner(CampSettings(execution="in_process", python="/opt/p")).in_process
 
 
 def test_check_environment_of_a_python_without_torch(qgis_app):

@@ -369,7 +369,8 @@ def run_detect(config: DetectConfig, progress: Progress) -> DetectResult:
         resample = bool(config.resample and card.resolution_m
                         and abs(source.ground_resolution_m / card.resolution_m - 1) > RESAMPLE_TOLERANCE)
         footprints = FootprintCollector(grid.transform, grid.crs, grid.height, config.min_area_m2, config.simplify_m,
-                                        source.ground_resolution_m / abs(grid.transform.a))
+                                        source.ground_resolution_m / abs(grid.transform.a),
+                                        source.ground_resolution_m ** 2)
 
         def new_writer() -> OutputWriter:
             writer = OutputWriter(work, grid, config.probability_dtype, threshold, footprints)

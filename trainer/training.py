@@ -213,16 +213,13 @@ def run_train(config: TrainConfig, progress: Progress) -> TrainResult:
     _check_accelerator(config)
     tracker = _start_tracking(config, resuming) if primary else None
     try:
-        result = _train(config, progress, tracker, resuming, started)
-    except Cancelled:
+        return _train(config, progress, tracker, resuming, started)
+    except BaseException as exc:
         if tracker:
-            tracker.finish("KILLED")
+            # The training error matters more than a tracking store that fails to record it.
+            with contextlib.suppress(Exception):
+                tracker.finish("KILLED" if isinstance(exc, (Cancelled, KeyboardInterrupt)) else "FAILED")
         raise
-    except BaseException:
-        if tracker:
-            tracker.finish("FAILED")
-        raise
-    return result
 
 
 def _train(config: TrainConfig, progress: Progress, tracker: Tracker | None, resuming: bool,

@@ -1,10 +1,13 @@
 """Footprint polygons from a mask that arrives in row blocks, with true ground areas.
 
-Detect hands over finished rows block by block (it never holds the whole mask), so polygons are
-traced per block with ``rasterio.features.shapes``; pieces that touch a block's top or bottom
-edge may continue in the neighbouring block and are merged at the end (4-connected, as shapes
-traces them). Areas are measured on the WGS84 ellipsoid, so they are true square metres in any
-CRS, including Web Mercator, whose nominal square metres are about 1/cos^2(lat) too large.
+Detect hands over finished rows block by block (it never holds the whole mask). Each block's
+4-connected components are labelled (scipy.ndimage), components too small to pass ``min_area_m2``
+are dropped before tracing unless they touch a block edge, and the rest are traced with
+``rasterio.features.shapes`` on the label image (one polygon per component, holes included).
+Components that continue across a block edge are joined by a union-find over the labels of the
+two rows that meet there, and only those groups are unioned. Areas are measured on the WGS84
+ellipsoid, so they are true square metres in any CRS, including Web Mercator, whose nominal
+square metres are about 1/cos^2(lat) too large.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from typing import Any
 import numpy as np
 
 MASK_NODATA = 255
+# Drop a component before tracing when its pixels cover less than this share of min_area_m2
+# (the exact area filter runs at the end; the margin absorbs the pixel-area estimate).
+EARLY_DROP_SHARE = 0.5
 
 
 @dataclass
@@ -44,10 +50,10 @@ class Footprints:
 
 @dataclass
 class FootprintCollector:
-    """Collects polygons of ``mask == 1`` block by block; call :meth:`finish` once at the end.
+    """Collects polygons of ``mask == 1`` block by block (top to bottom); :meth:`finish` once at the end.
 
-    ``metres_per_unit`` converts ``simplify_m`` to CRS units (ground metres per CRS unit at the
-    grid's centre).
+    ``metres_per_unit`` converts ``simplify_m`` to CRS units and ``pixel_area_m2`` estimates a
+    pixel's ground area for the early drop of specks (both at the grid's centre).
     """
 
     transform: Any  # affine.Affine of the whole grid
@@ -56,77 +62,114 @@ class FootprintCollector:
     min_area_m2: float = 0.0
     simplify_m: float = 0.0
     metres_per_unit: float = 1.0
-    _closed: list[_Piece] = field(default_factory=list)
-    _open: list[_Piece] = field(default_factory=list)
+    pixel_area_m2: float = 0.0
+    _pieces: list[_Piece] = field(default_factory=list)
+    _parent: list[int] = field(default_factory=list)  # union-find over piece indexes
+    _bottom: tuple[np.ndarray, dict[int, int]] | None = None  # previous block: last row labels, label -> piece
 
     def add(self, row: int, mask: np.ndarray, probability: np.ndarray) -> None:
         """Trace rows ``row .. row+len(mask)`` (mask uint8 0/1/255, probability float32)."""
-        from affine import Affine
-        from rasterio.features import rasterize, shapes
+        from rasterio.features import shapes
+        from scipy import ndimage
         from shapely import affinity
         from shapely.geometry import shape
 
         positive = mask == 1
-        if not positive.any():
+        labels, count = ndimage.label(positive)  # 4-connected, as shapes traces
+        if not count:
+            self._bottom = None
             return
-        n = mask.shape[0]
-        polygons = [shape(g) for g, _ in shapes(positive.astype(np.uint8), mask=positive, connectivity=4)]
-        # Pixel -> label image, so each piece gets its probability sum in one bincount.
-        labels = rasterize(((p, i + 1) for i, p in enumerate(polygons)), out_shape=mask.shape,
-                           transform=Affine.identity(), dtype="int32")
-        prob = np.nan_to_num(probability, nan=0.0).ravel()
-        sums = np.bincount(labels.ravel(), weights=prob, minlength=len(polygons) + 1)
-        counts = np.bincount(labels.ravel(), minlength=len(polygons) + 1)
-        for i, poly in enumerate(polygons):
-            _, top, _, bottom = poly.bounds
-            piece = _Piece(affinity.translate(poly, 0, row), float(sums[i + 1]), int(counts[i + 1]))
-            touches_edge = (top <= 0 and row > 0) or (bottom >= n and row + n < self.height)
-            (self._open if touches_edge else self._closed).append(piece)
+        flat = labels.ravel()
+        pixels = np.bincount(flat, minlength=count + 1)
+        sums = np.bincount(flat, weights=np.nan_to_num(probability, nan=0.0).ravel(), minlength=count + 1)
+        at_edge = np.zeros(count + 1, dtype=bool)
+        if row > 0:
+            at_edge[labels[0]] = True
+        if row + mask.shape[0] < self.height:
+            at_edge[labels[-1]] = True
+        keep = at_edge | (pixels * self.pixel_area_m2 >= EARLY_DROP_SHARE * self.min_area_m2
+                          if self.pixel_area_m2 > 0 else True)
+        keep[0] = False
+        kept = np.where(keep[labels], labels, 0).astype(np.int32)
+        piece_of: dict[int, int] = {}
+        for geom, value in shapes(kept, mask=kept > 0, connectivity=4):
+            label = int(value)
+            piece_of[label] = len(self._pieces)
+            self._pieces.append(_Piece(affinity.translate(shape(geom), 0, row), float(sums[label]),
+                                       int(pixels[label])))
+            self._parent.append(len(self._parent))
+        self._join_across_edge(labels[0], piece_of)
+        self._bottom = (labels[-1].copy(), piece_of)
+
+    def _join_across_edge(self, top_labels: np.ndarray, piece_of: dict[int, int]) -> None:
+        """Union pieces of the previous block's last row with this block's first row where they touch."""
+        if self._bottom is None:
+            return
+        above, above_pieces = self._bottom
+        touching = (above > 0) & (top_labels > 0)
+        for a, b in set(zip(above[touching].tolist(), top_labels[touching].tolist(), strict=True)):
+            if a in above_pieces and b in piece_of:
+                self._union(above_pieces[a], piece_of[b])
+
+    def _find(self, i: int) -> int:
+        while self._parent[i] != i:
+            self._parent[i] = self._parent[self._parent[i]]
+            i = self._parent[i]
+        return i
+
+    def _union(self, i: int, j: int) -> None:
+        ri, rj = self._find(i), self._find(j)
+        if ri != rj:
+            self._parent[rj] = ri
+
+    def _merged(self) -> list[_Piece]:
+        import shapely
+
+        groups: dict[int, list[_Piece]] = {}
+        for i, piece in enumerate(self._pieces):
+            groups.setdefault(self._find(i), []).append(piece)
+        out = []
+        for members in groups.values():
+            if len(members) == 1:
+                out.append(members[0])
+                continue
+            # The pieces share pixel edges exactly and never overlap (a coverage): coverage union
+            # is several times faster than a general overlay union.
+            geom = shapely.union_all([m.geometry for m in members])
+            out.append(_Piece(geom, sum(m.prob_sum for m in members), sum(m.pixels for m in members)))
+        return out
 
     def finish(self) -> Footprints:
-        """Merge pieces across block edges, then filter by area and simplify."""
+        """Merge pieces across block edges, then filter by true area and simplify."""
+        import shapely
         from shapely import affinity
 
+        pieces = self._merged()
+        if not pieces:
+            return Footprints([], np.zeros(0), np.zeros(0))
         t = self.transform
         matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
-        pieces = [_Piece(affinity.affine_transform(p.geometry, matrix), p.prob_sum, p.pixels)
-                  for p in self._closed + self._merge_open()]
-        geometries: list[Any] = []
-        areas: list[float] = []
-        means: list[float] = []
-        if pieces:
-            raw_areas = ground_areas([p.geometry for p in pieces], self.crs)
-            tolerance = self.simplify_m / self.metres_per_unit if self.metres_per_unit > 0 else 0.0
-            for piece, area in zip(pieces, raw_areas, strict=True):
-                if area < self.min_area_m2:
-                    continue
-                geom = piece.geometry
-                if tolerance > 0:
-                    geom = geom.simplify(tolerance, preserve_topology=True)
-                if geom.is_empty:
-                    continue
-                geometries.append(geom)
-                areas.append(area)
-                means.append(piece.prob_sum / max(piece.pixels, 1))
-        return Footprints(geometries, np.asarray(areas, dtype=np.float64), np.asarray(means, dtype=np.float64))
+        geoms = np.array([affinity.affine_transform(p.geometry, matrix) for p in pieces], dtype=object)
+        areas = ground_areas(list(geoms), self.crs)
+        means = np.array([p.prob_sum / max(p.pixels, 1) for p in pieces])
+        keep = areas >= self.min_area_m2
+        geoms, areas, means = geoms[keep], areas[keep], means[keep]
+        tolerance = self.simplify_m / self.metres_per_unit if self.metres_per_unit > 0 else 0.0
+        if tolerance > 0 and len(geoms):
+            geoms = _simplify(geoms, tolerance)
+        ok = ~shapely.is_empty(geoms) if len(geoms) else np.zeros(0, dtype=bool)
+        return Footprints(list(geoms[ok]), areas[ok], means[ok])
 
-    def _merge_open(self) -> list[_Piece]:
-        if not self._open:
-            return []
-        import shapely
-        from shapely import STRtree
 
-        merged = shapely.unary_union([p.geometry for p in self._open])
-        parts = list(getattr(merged, "geoms", [merged]))
-        tree = STRtree(parts)
-        totals = [_Piece(part, 0.0, 0) for part in parts]
-        for piece in self._open:
-            point = piece.geometry.representative_point()
-            for index in tree.query(point, predicate="intersects"):
-                totals[index].prob_sum += piece.prob_sum
-                totals[index].pixels += piece.pixels
-                break
-        return totals
+def _simplify(geoms: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas-Peucker (fast); the topology-preserving variant only where that broke a polygon."""
+    import shapely
+
+    simple = shapely.simplify(geoms, tolerance, preserve_topology=False)
+    broken = ~shapely.is_valid(simple) | shapely.is_empty(simple) | (shapely.get_type_id(simple) != 3)
+    if broken.any():
+        simple[broken] = shapely.simplify(geoms[broken], tolerance, preserve_topology=True)
+    return simple
 
 
 def ground_areas(geometries: list[Any], crs: Any) -> np.ndarray:

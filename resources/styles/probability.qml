@@ -40,8 +40,8 @@
       <rastershader>
         <colorrampshader colorRampType="INTERPOLATED" maximumValue="254" classificationMode="1" clip="0" minimumValue="0" labelPrecision="6">
           <item label="0" color="#ffffb2" alpha="0" value="0"/>
-          <item label="0.25" color="#fecc5c" alpha="0" value="64"/>
-          <item label="0.5" color="#fd8d3c" alpha="160" value="128"/>
+          <item label="0.4" color="#fecc5c" alpha="0" value="102"/>
+          <item label="0.5" color="#fd8d3c" alpha="140" value="128"/>
           <item label="0.75" color="#f03b20" alpha="200" value="191"/>
           <item label="1.0" color="#bd0026" alpha="230" value="254"/>
           <rampLegendSettings prefix="" minimumLabel="" direction="0" suffix="" maximumLabel="" useContinuousLegend="1" orientation="2">
