@@ -206,7 +206,7 @@ class FetchAlgorithm(CampAlgorithm):
         except CampError as exc:
             raise self.fail(exc) from exc
         result = self.run_core("fetch", config, feedback)
-        return {self.OUTPUT_FOLDER: str(out), self.CHIPS: result.get("chips", result.get("chip_count"))}
+        return {self.OUTPUT_FOLDER: str(out), self.CHIPS: result.get("chips")}
 
 
 class TrainAlgorithm(CampAlgorithm):

@@ -95,7 +95,7 @@ def _shoot(args: argparse.Namespace) -> int:
     dock = CampDock(Iface(), parent=window)
     window.addDockWidget(Qt.RightDockWidgetArea, dock)
     window.resize(1500, 900)
-    window.resizeDocks([dock], [620], Qt.Horizontal)
+    window.resizeDocks([dock], [660], Qt.Horizontal)
     window.show()
     extent = imagery.extent() if not args.detections else load_extent(args.detections)
     for _ in range(20):  # the layer tree bridge sets its own extent on the first layer: override it after

@@ -263,3 +263,29 @@ def test_qgis_process_lists_and_runs_detect(qgis_app, qgis_profile, kampala_geot
     assert probability.isValid() and footprints.isValid()
     assert probability.width() == 6 * 256 and probability.crs().authid() == "EPSG:3857"
     assert footprints.featureCount() == summary["footprints"] > 0
+
+
+def test_processing_fetch_reads_an_xyz_layer_through_qgis(qgis_app, qgis_iface, qgis_processing, qgis_new_project,
+                                                          kampala, tile_server, tmp_path, monkeypatch):
+    """camp:fetch from the toolbox API: the XYZ layer is exported through QGIS onto the tile grid."""
+    import processing
+
+    import camp_plugin
+
+    monkeypatch.delenv("CAMP_PYTHON", raising=False)
+    plugin = camp_plugin.classFactory(qgis_iface)
+    plugin.initProcessing()
+    try:
+        extent = subset_extent(kampala, 6, 4)
+        out = tmp_path / "dataset"
+        result = processing.run("camp:fetch", {
+            "EXTENT": f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} [EPSG:3857]",
+            "IMAGERY": xyz_layer(tile_server), "ZOOM": kampala.zoom, "LABELS": str(kampala.labels),
+            "OUTPUT_FOLDER": str(out)})
+    finally:
+        plugin.unload()
+    assert result["CHIPS"] == 24 and result["OUTPUT_FOLDER"] == str(out)
+    assert tile_server.tile_requests >= 24
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(list((out / "chips").glob("*.tif"))) == 24
+    assert manifest
