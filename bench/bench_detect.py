@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="run folder (default: train a small one once)")
     parser.add_argument("--backends", default="onnx,torch")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--memory-only", action="store_true", help="only detect with the first backend (no forward)")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "camp-bench-detect")
     parser.add_argument("--child", choices=["detect", "forward"], help=argparse.SUPPRESS)
     parser.add_argument("--imagery", help=argparse.SUPPRESS)
@@ -195,6 +196,11 @@ def main() -> None:
                 continue
             d = run_child("--child", "detect", "--model", model, "--imagery", str(raster), "--backend", backend,
                           "--out", str(args.work / f"out_{size}_{backend}"), "--batch-size", str(args.batch_size))
+            if args.memory_only:
+                print(json.dumps({"size": size, "backend": backend, "windows": d["windows"],
+                                  "detect_s": round(d["wall_s"], 1), "detect_cpu_s": round(d["cpu_s"], 1),
+                                  "peak_rss_mb": round(d["peak_rss_mb"]), "footprints": d["footprints"]}), flush=True)
+                continue
             f = run_child("--child", "forward", "--model", model, "--backend", backend, "--windows", str(d["windows"]),
                           "--batch-size", str(args.batch_size))
             mpx = d["pixels"] / 1e6
@@ -208,6 +214,8 @@ def main() -> None:
                    "footprints": d["footprints"], "stages_s": d["timings"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
+    if args.memory_only:
+        return None
     print()
     print("| raster | backend | windows | detect s | detect Mpx/s | forward s | forward Mpx/s | forward / detect "
           "(wall) | forward / detect (CPU) | peak RSS MB |")

@@ -27,6 +27,7 @@ from qgis.core import (
     QgsRasterPipe,
     QgsRasterProjector,
     QgsRectangle,
+    QgsUnitTypes,
 )
 
 from trainer.config import BBox
@@ -66,6 +67,7 @@ def mercator_resolution(zoom: int) -> float:
 def snap_to_tiles(extent_3857: QgsRectangle, zoom: int) -> QgsRectangle:
     """Grow an EPSG:3857 extent outwards to whole tiles at ``zoom``, so chips are complete tiles."""
     size = TILE_SIZE * mercator_resolution(zoom)
+
     def down(v: float) -> float:
         return -MERCATOR_HALF_WORLD + math.floor((v + MERCATOR_HALF_WORLD) / size + 1e-9) * size
 
@@ -152,7 +154,7 @@ def plan_export(layer: QgsRasterLayer, extent: QgsRectangle, extent_crs: QgsCoor
     if max(width, height) > MAX_SIDE_PX:
         raise InputError(
             f"the extent needs a {width} x {height} pixel image of '{layer.name()}' at {pixel_size:.3g} "
-            f"{target_crs.mapUnits() and 'units' or 'm'}/px, more than {MAX_SIDE_PX} px a side; "
+            f"{QgsUnitTypes.toAbbreviatedString(target_crs.mapUnits())}/px, more than {MAX_SIDE_PX} px a side; "
             "choose a smaller extent or a lower zoom / coarser resolution")
     grid = QgsRectangle(target_extent.xMinimum(), target_extent.yMaximum() - height * pixel_size,
                         target_extent.xMinimum() + width * pixel_size, target_extent.yMaximum())

@@ -28,7 +28,9 @@ def test_validate_stac_entry_point_runs_through_mlflow_run(trained_run, schema_d
     from mlflow.tracking import MlflowClient
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PYTHONPATH": str(ROOT)}
+    # The entry points call `python`: the interpreter of this environment must come first on PATH.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     command = [str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "validate_stac",
                "--env-manager", "local", "-P", f"item={trained_run / 'stac_item.json'}",
                "-P", f"schema-dir={schema_dir}"]

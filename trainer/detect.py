@@ -37,6 +37,9 @@ from .windows import StripBlender, WindowGrid
 PROBABILITY_NODATA = {"uint8": 255, "float32": -1.0}
 # Relative difference of ground resolution below which the input is used as is.
 RESAMPLE_TOLERANCE = 0.05
+# GDAL's block cache defaults to 5% of RAM and fills up while large outputs are written; a fixed
+# cap keeps detect's memory independent of the raster's size (MB).
+GDAL_CACHE_MB = 128
 # Refuse XYZ extents larger than this many tiles (about 1.3 gigapixels at 256 px).
 MAX_XYZ_TILES = 20000
 GTIFF_OPTIONS = {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
@@ -362,6 +365,9 @@ def run_detect(config: DetectConfig, progress: Progress) -> DetectResult:
     timings = {"load_model": time.perf_counter() - started}
     fetch_share = 0.2 if is_tile_template(config.imagery) else 0.0
     with staged_dir(config.out) as stage, ExitStack() as stack:
+        import rasterio
+
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         work = stage / ".work"
         work.mkdir()
         source = _open_input(config, card, work, stack, SubProgress(progress, 0.0, fetch_share, "fetch: "), timings)
