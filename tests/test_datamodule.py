@@ -185,6 +185,18 @@ def test_a_mask_of_another_size_is_refused_with_its_name(tmp_path):
         _datamodule(root)
 
 
+def test_downsample_shrinks_chips_and_masks_once(tmp_path):
+    root = write_synthetic_chips(tmp_path / "generated", size=32)
+    full = _datamodule(root)
+    half = _datamodule(root, downsample=2)
+    assert half.images.shape == (12, 3, 16, 16) and half.tile_size == 16 and half.stats()["downsample"] == 2
+    expected = full.images[:, :, ::2, ::2].float() + full.images[:, :, 1::2, ::2] + full.images[:, :, ::2, 1::2] \
+        + full.images[:, :, 1::2, 1::2]
+    assert (half.images.float() - expected / 4).abs().max() <= 0.5  # area average, rounded
+    assert set(half.masks.unique().tolist()) <= {0, 1}
+    assert abs(float(half.masks.float().mean()) - float(full.masks.float().mean())) < 0.05
+
+
 def test_chip_size_must_suit_the_unet_depth(tmp_path):
     root = write_synthetic_chips(tmp_path / "odd", size=36)
     with pytest.raises(DatasetError, match="36x36.*multiples of 8"):
