@@ -4,10 +4,12 @@ Detect hands over finished rows block by block (it never holds the whole mask). 
 4-connected components are labelled (scipy.ndimage), components too small to pass ``min_area_m2``
 are dropped before tracing unless they touch a block edge, and the rest are traced with
 ``rasterio.features.shapes`` on the label image (one polygon per component, holes included).
-Components that continue across a block edge are joined by a union-find over the labels of the
-two rows that meet there, and only those groups are unioned. Areas are measured on the WGS84
-ellipsoid, so they are true square metres in any CRS, including Web Mercator, whose nominal
-square metres are about 1/cos^2(lat) too large.
+Components that do not touch a block edge are complete: they are finished at once (true area,
+min-area filter, simplification), so only pieces that may continue are held at full resolution.
+Those are joined by a union-find over the labels of the two rows that meet at a block edge, and
+only those groups are unioned. Areas are measured on the WGS84 ellipsoid, so they are true
+square metres in any CRS, including Web Mercator, whose nominal square metres are about
+1/cos^2(lat) too large.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ class FootprintCollector:
     simplify_m: float = 0.0
     metres_per_unit: float = 1.0
     pixel_area_m2: float = 0.0
-    _pieces: list[_Piece] = field(default_factory=list)
-    _parent: list[int] = field(default_factory=list)  # union-find over piece indexes
+    _pieces: list[_Piece] = field(default_factory=list)  # open pieces: they touch a block edge
+    _parent: list[int] = field(default_factory=list)  # union-find over open piece indexes
+    _done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # final batches
     _bottom: tuple[np.ndarray, dict[int, int]] | None = None  # previous block: last row labels, label -> piece
 
     def add(self, row: int, mask: np.ndarray, probability: np.ndarray) -> None:
@@ -96,13 +99,22 @@ class FootprintCollector:
         # GeoJSON text -> shapely in one vectorised call (faster than building rings in Python).
         polygons = shapely.from_geojson([json.dumps(geom) for geom, _ in traced])
         piece_of: dict[int, int] = {}
+        closed: list[_Piece] = []
         for polygon, (_, value) in zip(polygons, traced, strict=True):
             label = int(value)
+            piece = _Piece(polygon, float(sums[label]), int(pixels[label]))
+            if not at_edge[label]:
+                closed.append(piece)
+                continue
             piece_of[label] = len(self._pieces)
-            self._pieces.append(_Piece(polygon, float(sums[label]), int(pixels[label])))
+            self._pieces.append(piece)
             self._parent.append(len(self._parent))
+        # Complete components are finished now (filtered, simplified), so only the few pieces that
+        # may continue in the next block are kept at full resolution.
+        self._finalise(closed)
         self._join_across_edge(labels[0], piece_of)
-        self._bottom = (labels[-1].copy(), piece_of)
+        bottom = labels[-1] if row + mask.shape[0] < self.height else np.zeros(0, dtype=labels.dtype)
+        self._bottom = (bottom.copy(), self._flush_complete(piece_of, bottom))
 
     def _join_across_edge(self, top_labels: np.ndarray, piece_of: dict[int, int]) -> None:
         """Union pieces of the previous block's last row with this block's first row where they touch."""
@@ -113,6 +125,30 @@ class FootprintCollector:
         for a, b in set(zip(above[touching].tolist(), top_labels[touching].tolist(), strict=True)):
             if a in above_pieces and b in piece_of:
                 self._union(above_pieces[a], piece_of[b])
+
+    def _flush_complete(self, piece_of: dict[int, int], bottom: np.ndarray) -> dict[int, int]:
+        """Finish every group of open pieces that no longer reaches the block's bottom row, so the
+        held pieces stay proportional to one block edge, not to the raster. Returns ``piece_of``
+        for the bottom row's labels, renumbered."""
+        live = {self._find(piece_of[label]) for label in np.unique(bottom).tolist() if label in piece_of}
+        groups: dict[int, list[int]] = {}
+        for i in range(len(self._pieces)):
+            groups.setdefault(self._find(i), []).append(i)
+        done = [members for root, members in groups.items() if root not in live]
+        self._finalise(self._union_groups([[self._pieces[i] for i in members] for members in done]))
+        renumber: dict[int, int] = {}
+        pieces: list[_Piece] = []
+        parent: list[int] = []
+        for root in live:
+            for i in groups[root]:
+                renumber[i] = len(pieces)
+                pieces.append(self._pieces[i])
+                parent.append(len(parent) if i == root else -1)
+            for i in groups[root]:
+                if i != root:
+                    parent[renumber[i]] = renumber[root]
+        self._pieces, self._parent = pieces, parent
+        return {label: renumber[i] for label, i in piece_of.items() if i in renumber}
 
     def _find(self, i: int) -> int:
         while self._parent[i] != i:
@@ -125,34 +161,44 @@ class FootprintCollector:
         if ri != rj:
             self._parent[rj] = ri
 
-    def _merged(self) -> list[_Piece]:
+    @staticmethod
+    def _union_groups(groups: list[list[_Piece]]) -> list[_Piece]:
         import shapely
 
-        groups: dict[int, list[_Piece]] = {}
-        for i, piece in enumerate(self._pieces):
-            groups.setdefault(self._find(i), []).append(piece)
         out = []
-        for members in groups.values():
+        for members in groups:
             if len(members) == 1:
                 out.append(members[0])
                 continue
-            # The pieces share pixel edges exactly and never overlap (a coverage): coverage union
-            # is several times faster than a general overlay union.
             geom = shapely.union_all([m.geometry for m in members])
             out.append(_Piece(geom, sum(m.prob_sum for m in members), sum(m.pixels for m in members)))
         return out
 
     def finish(self) -> Footprints:
-        """Merge pieces across block edges, then filter by true area and simplify."""
-        import shapely
-        from shapely import affinity
-
-        pieces = self._merged()
-        if not pieces:
+        """Every footprint (the last block has flushed all open pieces; this also covers a caller
+        that stopped early)."""
+        groups: dict[int, list[_Piece]] = {}
+        for i, piece in enumerate(self._pieces):
+            groups.setdefault(self._find(i), []).append(piece)
+        self._finalise(self._union_groups(list(groups.values())))
+        self._pieces, self._parent, self._bottom = [], [], None
+        if not self._done:
             return Footprints([], np.zeros(0), np.zeros(0))
+        geoms, areas, means = (np.concatenate(parts) for parts in zip(*self._done, strict=True))
+        return Footprints(list(geoms), areas, means)
+
+    def _finalise(self, pieces: list[_Piece]) -> None:
+        """Pixel -> map coordinates, true area, min-area filter, simplification; appended to the output."""
+        import shapely
+
+        if not pieces:
+            return
         t = self.transform
-        matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
-        geoms = np.array([affinity.affine_transform(p.geometry, matrix) for p in pieces], dtype=object)
+
+        def to_map(xy: np.ndarray) -> np.ndarray:
+            return np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
+
+        geoms = shapely.transform(np.array([p.geometry for p in pieces], dtype=object), to_map)
         areas = ground_areas(list(geoms), self.crs)
         means = np.array([p.prob_sum / max(p.pixels, 1) for p in pieces])
         keep = areas >= self.min_area_m2
@@ -160,8 +206,8 @@ class FootprintCollector:
         tolerance = self.simplify_m / self.metres_per_unit if self.metres_per_unit > 0 else 0.0
         if tolerance > 0 and len(geoms):
             geoms = _simplify(geoms, tolerance)
-        ok = ~shapely.is_empty(geoms) if len(geoms) else np.zeros(0, dtype=bool)
-        return Footprints(list(geoms[ok]), areas[ok], means[ok])
+        ok = ~shapely.is_empty(geoms)
+        self._done.append((geoms[ok], areas[ok], means[ok]))
 
 
 def _simplify(geoms: np.ndarray, tolerance: float) -> np.ndarray:
