@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import PipelineConfig
+from .errors import OverpassError, TileFetchError
 from .progress import Progress, SubProgress, check_cancelled
+
+OFFLINE_RUN = (
+    "Offline, run the main job on local data: camp run --imagery 'file:///path/to/tiles/{z}/{x}/{y}.png' "
+    "(or a GeoTIFF) --labels buildings.geojson --bbox W,S,E,N --zoom Z --out DIR "
+    "(see the README's offline example)."
+)
 
 # Share of the progress bar per step (training dominates the wall time).
 _STEPS = (("fetch", 0.0, 0.15), ("train", 0.15, 0.85), ("detect", 0.85, 0.97), ("evaluate", 0.97, 1.0))
@@ -45,7 +52,10 @@ def run_pipeline(config: PipelineConfig, progress: Progress) -> PipelineResult:
 
     start = time.perf_counter()
     # Fail within seconds when the sources are unreachable (e.g. offline), before any work.
-    preflight(config.imagery, config.labels, config.overpass_url, timeout=10.0)
+    try:
+        preflight(config.imagery, config.labels, config.overpass_url, timeout=10.0)
+    except (TileFetchError, OverpassError) as exc:
+        raise type(exc)(f"{exc}\n{OFFLINE_RUN}") from exc
     steps = {name: SubProgress(progress, start_, end, f"{name}: ") for name, start_, end in _STEPS}
     results: dict[str, Any] = {}
 

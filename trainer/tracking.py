@@ -224,14 +224,24 @@ class Tracker:
         mlflow.set_tracking_uri(self.target.uri)
         try:
             with mlflow.start_run(run_id=self.run_id):
+                # Explicit requirements: MLflow's inference re-imports the model in a subprocess
+                # (seconds per run) only to find these two.
                 info = mlflow.onnx.log_model(model, name="model", signature=signature, save_as_external_data=False,
-                                             registered_model_name=registered_name)
+                                             registered_model_name=registered_name,
+                                             pip_requirements=[f"onnx=={onnx.__version__}",
+                                                               f"onnxruntime=={_version('onnxruntime')}"])
         finally:
             mlflow.set_tracking_uri(previous)
         return info.model_uri
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def _tensor_spec(value: Any) -> Any:
