@@ -54,6 +54,10 @@ class TrainingError(CampError, RuntimeError):
     """Training cannot go on (NaN loss, no usable device ...)."""
 
 
+class ExportError(CampError, RuntimeError):
+    """An exported model does not reproduce the trained model (parity check failed)."""
+
+
 class TrackingError(CampError, ConnectionError):
     """The MLflow tracking server is unreachable or refused the run."""
 

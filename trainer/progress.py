@@ -70,15 +70,16 @@ class TqdmProgress(NullProgress):
         super().__init__()
         from tqdm import tqdm
 
+        self._name = description
         self._bar = tqdm(total=1000, desc=description, unit="‰", file=sys.stderr,
-                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+                         bar_format="{percentage:3.0f}%|{bar}| {elapsed} {desc}")
 
     def report(self, fraction: float, message: str = "") -> None:
         target = int(max(0.0, min(1.0, fraction)) * 1000)
         if target > self._bar.n:
             self._bar.update(target - self._bar.n)
         if message:
-            self._bar.set_postfix_str(message[:60], refresh=True)
+            self._bar.set_description_str(f"{self._name}: {message[:70]}", refresh=True)
 
     def log(self, message: str) -> None:
         self._bar.write(message, file=sys.stderr)

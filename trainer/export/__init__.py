@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ExportConfig
-from ..errors import InputError, ModelLoadError
+from ..errors import ExportError, InputError, ModelLoadError
 from ..modelcard import CARD_FILENAME, ModelCard
 from ..progress import NullProgress, Progress, check_cancelled
-from .torch_formats import ExportError
 
 if TYPE_CHECKING:
     from torch import nn

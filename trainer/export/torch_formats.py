@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CampError
+from ..errors import ExportError
 from ..fileio import atomic_path
 from ..modelcard import CARD_FILENAME, ModelCard
 from ..progress import NullProgress, Progress
@@ -40,10 +40,6 @@ DEEPNESS_TILES_OVERLAP = 25
 # 0 disables Deepness's median filter, so its mask equals "probability >= seg_thresh" exactly;
 # small-object removal is the job of camp detect's min_area_m2.
 DEEPNESS_SMALL_SEGMENT = 0
-
-
-class ExportError(CampError, RuntimeError):
-    """An exported model does not reproduce the trained model (parity check failed)."""
 
 
 def export_model(model: nn.Module) -> nn.Module:
