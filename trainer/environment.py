@@ -70,18 +70,6 @@ class EnvironmentReport:
     def torch(self) -> str | None:
         return self.packages.get("torch")
 
-    @property
-    def lightning(self) -> str | None:
-        return self.packages.get("lightning")
-
-    @property
-    def onnxruntime(self) -> str | None:
-        return self.packages.get("onnxruntime")
-
-    @property
-    def mlflow(self) -> str | None:
-        return self.packages.get("mlflow")
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["missing"] = list(self.missing)
